@@ -1,0 +1,239 @@
+//! Who waits on which fd.
+//!
+//! An fd has at most one reader and one writer (asyncio's `add_reader` replaces the
+//! previous reader). The registry keeps the kernel's interest set equal to "has a reader"
+//! / "has a writer" and uses the fd itself as the poll token.
+//!
+//! Invariant: an fd is registered with the [`Poller`] exactly when it has a slot here, and
+//! a slot always has a reader or a writer. Removing never fails: if the kernel already
+//! dropped the fd (it was closed behind our back) there is nothing left to undo.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::poller::{Event, Interest, Poller};
+
+#[derive(Debug)]
+struct Slot<T> {
+    reader: Option<T>,
+    writer: Option<T>,
+}
+
+impl<T> Slot<T> {
+    fn interest(&self) -> Interest {
+        Interest { readable: self.reader.is_some(), writable: self.writer.is_some() }
+    }
+}
+
+/// Readers and writers by fd, kept in step with a [`Poller`].
+#[derive(Debug)]
+pub struct IoRegistry<T> {
+    slots: HashMap<RawFd, Slot<T>>,
+}
+
+impl<T> Default for IoRegistry<T> {
+    fn default() -> Self {
+        IoRegistry { slots: HashMap::new() }
+    }
+}
+
+/// Which side of a slot an operation touches.
+#[derive(Clone, Copy)]
+enum Side {
+    Read,
+    Write,
+}
+
+impl<T> IoRegistry<T> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The token under which `fd` is registered.
+    pub fn token(fd: RawFd) -> u64 {
+        fd as u64
+    }
+
+    fn set(&mut self, poller: &Poller, fd: RawFd, side: Side, owner: T) -> io::Result<Option<T>> {
+        let existed = self.slots.contains_key(&fd);
+        let slot = self.slots.entry(fd).or_insert(Slot { reader: None, writer: None });
+        let place = match side {
+            Side::Read => &mut slot.reader,
+            Side::Write => &mut slot.writer,
+        };
+        let previous = place.replace(owner);
+        let interest = slot.interest();
+        let applied = if existed {
+            poller.modify(fd, interest, Self::token(fd))
+        } else {
+            poller.add(fd, interest, Self::token(fd))
+        };
+        if let Err(err) = applied {
+            // Roll back so the invariant holds: the registry mirrors the kernel.
+            let slot = self.slots.get_mut(&fd).expect("slot inserted above");
+            let place = match side {
+                Side::Read => &mut slot.reader,
+                Side::Write => &mut slot.writer,
+            };
+            *place = previous;
+            if slot.interest().is_empty() {
+                self.slots.remove(&fd);
+            }
+            return Err(err);
+        }
+        Ok(previous)
+    }
+
+    fn remove(&mut self, poller: &Poller, fd: RawFd, side: Side) -> Option<T> {
+        let slot = self.slots.get_mut(&fd)?;
+        let removed = match side {
+            Side::Read => slot.reader.take(),
+            Side::Write => slot.writer.take(),
+        };
+        removed.as_ref()?;
+        let interest = slot.interest();
+        if interest.is_empty() {
+            self.slots.remove(&fd);
+            // Ignored on purpose: see the module invariant.
+            let _ = poller.delete(fd);
+        } else {
+            let _ = poller.modify(fd, interest, Self::token(fd));
+        }
+        removed
+    }
+
+    /// Makes `owner` the reader of `fd`; returns the reader it replaced.
+    pub fn set_reader(&mut self, poller: &Poller, fd: RawFd, owner: T) -> io::Result<Option<T>> {
+        self.set(poller, fd, Side::Read, owner)
+    }
+
+    /// Makes `owner` the writer of `fd`; returns the writer it replaced.
+    pub fn set_writer(&mut self, poller: &Poller, fd: RawFd, owner: T) -> io::Result<Option<T>> {
+        self.set(poller, fd, Side::Write, owner)
+    }
+
+    /// Removes and returns the reader of `fd`, if any.
+    pub fn remove_reader(&mut self, poller: &Poller, fd: RawFd) -> Option<T> {
+        self.remove(poller, fd, Side::Read)
+    }
+
+    /// Removes and returns the writer of `fd`, if any.
+    pub fn remove_writer(&mut self, poller: &Poller, fd: RawFd) -> Option<T> {
+        self.remove(poller, fd, Side::Write)
+    }
+
+    /// The reader of `fd`.
+    pub fn reader(&self, fd: RawFd) -> Option<&T> {
+        self.slots.get(&fd).and_then(|s| s.reader.as_ref())
+    }
+
+    /// The writer of `fd`.
+    pub fn writer(&self, fd: RawFd) -> Option<&T> {
+        self.slots.get(&fd).and_then(|s| s.writer.as_ref())
+    }
+
+    /// The owners a readiness event concerns: `(reader, writer)`, each only if that side
+    /// is ready and has an owner.
+    pub fn dispatch(&self, event: Event) -> (Option<&T>, Option<&T>) {
+        match self.slots.get(&(event.token as RawFd)) {
+            None => (None, None),
+            Some(slot) => (
+                slot.reader.as_ref().filter(|_| event.readable),
+                slot.writer.as_ref().filter(|_| event.writable),
+            ),
+        }
+    }
+
+    /// Number of fds with a reader or a writer.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no fd is watched.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Unregisters everything and hands back all owners (used by `close()`).
+    pub fn clear(&mut self, poller: &Poller) -> Vec<T> {
+        let mut owners = Vec::with_capacity(self.slots.len() * 2);
+        for (fd, slot) in self.slots.drain() {
+            let _ = poller.delete(fd);
+            owners.extend(slot.reader);
+            owners.extend(slot.writer);
+        }
+        owners
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::poller::Events;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    #[test]
+    fn reader_and_writer_share_one_registration() {
+        let poller = Poller::new().unwrap();
+        let mut reg = IoRegistry::new();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let fd = b.as_raw_fd();
+        assert_eq!(reg.set_reader(&poller, fd, "r1").unwrap(), None);
+        assert_eq!(reg.set_reader(&poller, fd, "r2").unwrap(), Some("r1"));
+        assert_eq!(reg.set_writer(&poller, fd, "w").unwrap(), None);
+        assert_eq!(reg.len(), 1);
+        a.write_all(b"x").unwrap();
+        let mut events = Events::with_capacity(4);
+        poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
+        let ev = events.iter().next().unwrap();
+        assert_eq!(reg.dispatch(ev), (Some(&"r2"), Some(&"w")));
+        assert_eq!(reg.remove_writer(&poller, fd), Some("w"));
+        assert_eq!(reg.remove_writer(&poller, fd), None);
+        poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(reg.dispatch(events.iter().next().unwrap()), (Some(&"r2"), None));
+        assert_eq!(reg.remove_reader(&poller, fd), Some("r2"));
+        assert!(reg.is_empty());
+        assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+    }
+
+    #[test]
+    fn failed_registration_leaves_no_trace() {
+        let poller = Poller::new().unwrap();
+        let mut reg = IoRegistry::new();
+        let err = reg.set_reader(&poller, 999_999, 1).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        assert!(reg.is_empty());
+        assert_eq!(reg.reader(999_999), None);
+    }
+
+    #[test]
+    fn closed_fd_can_still_be_removed() {
+        let poller = Poller::new().unwrap();
+        let mut reg = IoRegistry::new();
+        let (_a, b) = UnixStream::pair().unwrap();
+        let fd = b.as_raw_fd();
+        reg.set_reader(&poller, fd, 5).unwrap();
+        drop(b);
+        assert_eq!(reg.remove_reader(&poller, fd), Some(5));
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn clear_returns_every_owner() {
+        let poller = Poller::new().unwrap();
+        let mut reg = IoRegistry::new();
+        let (a, b) = UnixStream::pair().unwrap();
+        reg.set_reader(&poller, a.as_raw_fd(), 1).unwrap();
+        reg.set_writer(&poller, a.as_raw_fd(), 2).unwrap();
+        reg.set_reader(&poller, b.as_raw_fd(), 3).unwrap();
+        let mut owners = reg.clear(&poller);
+        owners.sort();
+        assert_eq!(owners, vec![1, 2, 3]);
+        assert!(reg.is_empty());
+    }
+}

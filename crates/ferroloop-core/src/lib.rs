@@ -1,0 +1,41 @@
+//! # ferroloop-core
+//!
+//! The interpreter-free engine of ferroloop. CPython's `asyncio` splits an event loop into
+//! "a multiplexer" and "the event loop proper"; this crate is both halves, minus anything
+//! that knows about Python:
+//!
+//! * [`Poller`] — a thin, level-triggered `epoll` wrapper (asyncio's selectors are
+//!   level-triggered, and `add_reader` callbacks rely on being called again while data is
+//!   pending).
+//! * [`IoRegistry`] — which owner wants readiness of which fd, one reader and one writer
+//!   per fd, and keeps the kernel's interest set in step with it. Owners are generic: the
+//!   binding stores Python `add_reader` handles today and native transports later.
+//! * [`TimerQueue`] — deadlines as float seconds on the monotonic clock, ordered by
+//!   `(when, sequence)` so equal deadlines fire in scheduling order; cancelled timers are
+//!   dropped lazily from the top and the heap is compacted when they dominate.
+//! * [`ReadyQueue`] — FIFO of callbacks ready to run, drained in batches so that one loop
+//!   iteration runs exactly what was ready when it started.
+//! * [`Waker`] — an `eventfd` that other threads use to interrupt a blocking poll;
+//!   wake-ups coalesce so a burst of `call_soon_threadsafe` costs one `write(2)`.
+//! * [`clock`] — the monotonic clock, in the same seconds as Python's `time.monotonic()`.
+//!
+//! Everything here is generic over the payload type and is tested with `cargo test`
+//! without a Python interpreter.
+
+#![deny(missing_docs)]
+
+#[macro_use]
+mod sys;
+
+pub mod clock;
+mod io;
+mod poller;
+mod ready;
+mod time;
+mod waker;
+
+pub use io::IoRegistry;
+pub use poller::{Event, Events, Interest, Poller};
+pub use ready::ReadyQueue;
+pub use time::{Timer, TimerQueue, MIN_TIMERS_TO_COMPACT};
+pub use waker::Waker;

@@ -1,0 +1,248 @@
+//! A level-triggered `epoll` instance.
+//!
+//! Level triggering is deliberate: asyncio's `add_reader` contract is the selector's — a
+//! reader that leaves data unread is called again on the next iteration. Edge-triggered
+//! readiness (mio's model) would silently stall such callbacks.
+//!
+//! Each registration carries a `u64` token chosen by the caller; [`Poller::wait`] reports
+//! tokens, never fds, so owners can map readiness back without a lookup by fd when they
+//! want to. Errors and hang-ups are reported as both readable and writable, the way
+//! Python's `selectors.EpollSelector` does, so whoever waits on the fd gets to see them.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Which readiness a registration asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Wake when the fd is readable.
+    pub readable: bool,
+    /// Wake when the fd is writable.
+    pub writable: bool,
+}
+
+impl Interest {
+    /// No readiness at all: the fd should not be registered.
+    pub fn is_empty(self) -> bool {
+        !self.readable && !self.writable
+    }
+
+    fn epoll_bits(self) -> u32 {
+        let mut bits = 0;
+        if self.readable {
+            bits |= libc::EPOLLIN as u32;
+        }
+        if self.writable {
+            bits |= libc::EPOLLOUT as u32;
+        }
+        bits
+    }
+}
+
+/// One readiness report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The token given at registration.
+    pub token: u64,
+    /// Readable, or in error / hung up.
+    pub readable: bool,
+    /// Writable, or in error / hung up.
+    pub writable: bool,
+}
+
+/// A reusable buffer that [`Poller::wait`] fills.
+pub struct Events {
+    buf: Vec<libc::epoll_event>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("len", &self.len).finish()
+    }
+}
+
+impl Events {
+    /// A buffer for up to `capacity` events per wait.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Events { buf: vec![libc::epoll_event { events: 0, u64: 0 }; capacity], len: 0 }
+    }
+
+    /// The events of the last wait.
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.buf[..self.len].iter().map(|ev| {
+            let bits = ev.events;
+            let trouble = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+            Event {
+                token: ev.u64,
+                readable: trouble || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0,
+                writable: trouble || bits & libc::EPOLLOUT as u32 != 0,
+            }
+        })
+    }
+
+    /// Number of events of the last wait.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the last wait reported nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// An `epoll` instance. All methods take `&self`: the kernel serialises changes, so one
+/// thread may wait while another registers.
+#[derive(Debug)]
+pub struct Poller {
+    epfd: OwnedFd,
+}
+
+impl Poller {
+    /// A new close-on-exec epoll instance.
+    pub fn new() -> io::Result<Self> {
+        let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: epoll_create1 returned a fresh fd that nothing else owns.
+        Ok(Poller { epfd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: interest.epoll_bits(), u64: token };
+        // The pointer is to a live local; EPOLL_CTL_DEL ignores it on modern kernels.
+        syscall!(epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev))?;
+        Ok(())
+    }
+
+    /// Starts watching `fd`. If the kernel still has a stale registration for this fd
+    /// number (the old fd was closed while a dup kept the description alive), it is
+    /// replaced.
+    pub fn add(&self, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
+        match self.ctl(libc::EPOLL_CTL_ADD, fd, interest, token) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.ctl(libc::EPOLL_CTL_MOD, fd, interest, token)
+            }
+            other => other,
+        }
+    }
+
+    /// Changes what `fd` is watched for. If the kernel forgot the fd (it was closed and
+    /// its number reused), registers it again.
+    pub fn modify(&self, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
+        match self.ctl(libc::EPOLL_CTL_MOD, fd, interest, token) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.ctl(libc::EPOLL_CTL_ADD, fd, interest, token)
+            }
+            other => other,
+        }
+    }
+
+    /// Stops watching `fd`. An fd the kernel already dropped (closed) is not an error.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        match self.ctl(libc::EPOLL_CTL_DEL, fd, Interest::default(), 0) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Waits for readiness: `None` blocks until something happens, `Some(ZERO)` only looks.
+    /// A signal interrupting the wait returns `Err` with `ErrorKind::Interrupted`, so the
+    /// caller can run signal handlers (Python's `PyErr_CheckSignals`) before waiting again.
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let timeout_ms: libc::c_int = match timeout {
+            None => -1,
+            Some(d) => {
+                // Round up so a timer due in 0.3 ms does not cause a busy loop of
+                // zero-timeout waits.
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        events.len = 0;
+        // The buffer pointer and length describe `events.buf`, which outlives the call.
+        let n = syscall!(epoll_wait(
+            self.epfd.as_raw_fd(),
+            events.buf.as_mut_ptr(),
+            events.buf.len() as libc::c_int,
+            timeout_ms
+        ))?;
+        events.len = n as usize;
+        Ok(events.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn reports_readable_until_drained() {
+        let poller = Poller::new().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        poller.add(b.as_raw_fd(), Interest { readable: true, writable: false }, 7).unwrap();
+        let mut events = Events::with_capacity(8);
+        assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+        a.write_all(b"x").unwrap();
+        for _ in 0..2 {
+            // Level-triggered: still reported while unread.
+            assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap(), 1);
+            let ev = events.iter().next().unwrap();
+            assert_eq!(ev, Event { token: 7, readable: true, writable: false });
+        }
+    }
+
+    #[test]
+    fn modify_and_delete() {
+        let poller = Poller::new().unwrap();
+        let (_a, b) = UnixStream::pair().unwrap();
+        let fd = b.as_raw_fd();
+        poller.add(fd, Interest { readable: true, writable: false }, 1).unwrap();
+        poller.modify(fd, Interest { readable: false, writable: true }, 2).unwrap();
+        let mut events = Events::with_capacity(8);
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().collect::<Vec<_>>(), vec![Event { token: 2, readable: false, writable: true }]);
+        poller.delete(fd).unwrap();
+        poller.delete(fd).unwrap();
+        assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+    }
+
+    #[test]
+    fn hangup_wakes_readers_and_writers() {
+        let poller = Poller::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        poller.add(b.as_raw_fd(), Interest { readable: true, writable: false }, 3).unwrap();
+        drop(a);
+        let mut events = Events::with_capacity(8);
+        poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
+        let ev = events.iter().next().unwrap();
+        assert!(ev.readable);
+    }
+
+    #[test]
+    fn regular_files_are_refused_with_eperm() {
+        let poller = Poller::new().unwrap();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let err = poller.add(file.as_raw_fd(), Interest { readable: true, writable: false }, 0);
+        assert_eq!(err.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn bad_fd_keeps_errno() {
+        let poller = Poller::new().unwrap();
+        let err = poller.add(987_654, Interest { readable: true, writable: false }, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn timeout_rounds_up_to_a_millisecond() {
+        let poller = Poller::new().unwrap();
+        let mut events = Events::with_capacity(1);
+        let start = std::time::Instant::now();
+        poller.wait(&mut events, Some(Duration::from_micros(300))).unwrap();
+        assert!(start.elapsed() >= Duration::from_micros(300));
+    }
+}
