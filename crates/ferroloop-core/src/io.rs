@@ -38,10 +38,12 @@ impl<T> Default for IoRegistry<T> {
     }
 }
 
-/// Which side of a slot an operation touches.
-#[derive(Clone, Copy)]
-enum Side {
+/// Which side of an fd an owner waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Readability (`add_reader`).
     Read,
+    /// Writability (`add_writer`).
     Write,
 }
 
@@ -56,7 +58,9 @@ impl<T> IoRegistry<T> {
         fd as u64
     }
 
-    fn set(&mut self, poller: &Poller, fd: RawFd, side: Side, owner: T) -> io::Result<Option<T>> {
+    /// Makes `owner` the reader or writer of `fd`; returns the owner it replaced. On
+    /// error nothing changes (the new owner is dropped).
+    pub fn set(&mut self, poller: &Poller, fd: RawFd, side: Side, owner: T) -> io::Result<Option<T>> {
         let existed = self.slots.contains_key(&fd);
         let slot = self.slots.entry(fd).or_insert(Slot { reader: None, writer: None });
         let place = match side {
@@ -86,7 +90,8 @@ impl<T> IoRegistry<T> {
         Ok(previous)
     }
 
-    fn remove(&mut self, poller: &Poller, fd: RawFd, side: Side) -> Option<T> {
+    /// Removes and returns the reader or writer of `fd`, if any.
+    pub fn remove(&mut self, poller: &Poller, fd: RawFd, side: Side) -> Option<T> {
         let slot = self.slots.get_mut(&fd)?;
         let removed = match side {
             Side::Read => slot.reader.take(),
@@ -104,34 +109,13 @@ impl<T> IoRegistry<T> {
         removed
     }
 
-    /// Makes `owner` the reader of `fd`; returns the reader it replaced.
-    pub fn set_reader(&mut self, poller: &Poller, fd: RawFd, owner: T) -> io::Result<Option<T>> {
-        self.set(poller, fd, Side::Read, owner)
-    }
-
-    /// Makes `owner` the writer of `fd`; returns the writer it replaced.
-    pub fn set_writer(&mut self, poller: &Poller, fd: RawFd, owner: T) -> io::Result<Option<T>> {
-        self.set(poller, fd, Side::Write, owner)
-    }
-
-    /// Removes and returns the reader of `fd`, if any.
-    pub fn remove_reader(&mut self, poller: &Poller, fd: RawFd) -> Option<T> {
-        self.remove(poller, fd, Side::Read)
-    }
-
-    /// Removes and returns the writer of `fd`, if any.
-    pub fn remove_writer(&mut self, poller: &Poller, fd: RawFd) -> Option<T> {
-        self.remove(poller, fd, Side::Write)
-    }
-
-    /// The reader of `fd`.
-    pub fn reader(&self, fd: RawFd) -> Option<&T> {
-        self.slots.get(&fd).and_then(|s| s.reader.as_ref())
-    }
-
-    /// The writer of `fd`.
-    pub fn writer(&self, fd: RawFd) -> Option<&T> {
-        self.slots.get(&fd).and_then(|s| s.writer.as_ref())
+    /// The reader or writer of `fd`.
+    pub fn get(&self, fd: RawFd, side: Side) -> Option<&T> {
+        let slot = self.slots.get(&fd)?;
+        match side {
+            Side::Read => slot.reader.as_ref(),
+            Side::Write => slot.writer.as_ref(),
+        }
     }
 
     /// The owners a readiness event concerns: `(reader, writer)`, each only if that side
@@ -154,6 +138,11 @@ impl<T> IoRegistry<T> {
     /// Whether no fd is watched.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Every reader and writer, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.values().flat_map(|s| s.reader.iter().chain(s.writer.iter()))
     }
 
     /// Unregisters everything and hands back all owners (used by `close()`).
@@ -183,20 +172,20 @@ mod tests {
         let mut reg = IoRegistry::new();
         let (mut a, b) = UnixStream::pair().unwrap();
         let fd = b.as_raw_fd();
-        assert_eq!(reg.set_reader(&poller, fd, "r1").unwrap(), None);
-        assert_eq!(reg.set_reader(&poller, fd, "r2").unwrap(), Some("r1"));
-        assert_eq!(reg.set_writer(&poller, fd, "w").unwrap(), None);
+        assert_eq!(reg.set(&poller, fd, Side::Read, "r1").unwrap(), None);
+        assert_eq!(reg.set(&poller, fd, Side::Read, "r2").unwrap(), Some("r1"));
+        assert_eq!(reg.set(&poller, fd, Side::Write, "w").unwrap(), None);
         assert_eq!(reg.len(), 1);
         a.write_all(b"x").unwrap();
         let mut events = Events::with_capacity(4);
         poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
         let ev = events.iter().next().unwrap();
         assert_eq!(reg.dispatch(ev), (Some(&"r2"), Some(&"w")));
-        assert_eq!(reg.remove_writer(&poller, fd), Some("w"));
-        assert_eq!(reg.remove_writer(&poller, fd), None);
+        assert_eq!(reg.remove(&poller, fd, Side::Write), Some("w"));
+        assert_eq!(reg.remove(&poller, fd, Side::Write), None);
         poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
         assert_eq!(reg.dispatch(events.iter().next().unwrap()), (Some(&"r2"), None));
-        assert_eq!(reg.remove_reader(&poller, fd), Some("r2"));
+        assert_eq!(reg.remove(&poller, fd, Side::Read), Some("r2"));
         assert!(reg.is_empty());
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
     }
@@ -205,10 +194,10 @@ mod tests {
     fn failed_registration_leaves_no_trace() {
         let poller = Poller::new().unwrap();
         let mut reg = IoRegistry::new();
-        let err = reg.set_reader(&poller, 999_999, 1).unwrap_err();
+        let err = reg.set(&poller, 999_999, Side::Read, 1).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
         assert!(reg.is_empty());
-        assert_eq!(reg.reader(999_999), None);
+        assert_eq!(reg.get(999_999, Side::Read), None);
     }
 
     #[test]
@@ -217,9 +206,9 @@ mod tests {
         let mut reg = IoRegistry::new();
         let (_a, b) = UnixStream::pair().unwrap();
         let fd = b.as_raw_fd();
-        reg.set_reader(&poller, fd, 5).unwrap();
+        reg.set(&poller, fd, Side::Read, 5).unwrap();
         drop(b);
-        assert_eq!(reg.remove_reader(&poller, fd), Some(5));
+        assert_eq!(reg.remove(&poller, fd, Side::Read), Some(5));
         assert!(reg.is_empty());
     }
 
@@ -228,9 +217,9 @@ mod tests {
         let poller = Poller::new().unwrap();
         let mut reg = IoRegistry::new();
         let (a, b) = UnixStream::pair().unwrap();
-        reg.set_reader(&poller, a.as_raw_fd(), 1).unwrap();
-        reg.set_writer(&poller, a.as_raw_fd(), 2).unwrap();
-        reg.set_reader(&poller, b.as_raw_fd(), 3).unwrap();
+        reg.set(&poller, a.as_raw_fd(), Side::Read, 1).unwrap();
+        reg.set(&poller, a.as_raw_fd(), Side::Write, 2).unwrap();
+        reg.set(&poller, b.as_raw_fd(), Side::Read, 3).unwrap();
         let mut owners = reg.clear(&poller);
         owners.sort();
         assert_eq!(owners, vec![1, 2, 3]);

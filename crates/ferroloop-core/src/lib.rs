@@ -23,6 +23,7 @@
 //! without a Python interpreter.
 
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 #[macro_use]
 mod sys;
@@ -34,7 +35,7 @@ mod ready;
 mod time;
 mod waker;
 
-pub use io::IoRegistry;
+pub use io::{IoRegistry, Side};
 pub use poller::{Event, Events, Interest, Poller};
 pub use ready::ReadyQueue;
 pub use time::{Timer, TimerQueue, MIN_TIMERS_TO_COMPACT};

@@ -58,6 +58,11 @@ impl<T> ReadyQueue<T> {
         self.queue.is_empty()
     }
 
+    /// The queued callbacks, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.queue.iter()
+    }
+
     /// Removes everything (used by `close()`).
     pub fn clear(&mut self) -> VecDeque<T> {
         std::mem::take(&mut self.queue)

@@ -120,26 +120,27 @@ impl<T: Timer> TimerQueue<T> {
     }
 
     /// Drops cancelled timers: all of them if they dominate the heap, otherwise those on
-    /// top, so that [`Self::next_deadline`] is the deadline of a live timer.
-    pub fn prune(&mut self) {
+    /// top, so that [`Self::next_deadline`] is the deadline of a live timer. The dropped
+    /// payloads are moved into `discarded` instead of being destroyed here, so a caller
+    /// holding a lock can release it before running their destructors.
+    pub fn prune(&mut self, discarded: &mut Vec<T>) {
         let len = self.heap.len();
         if len > MIN_TIMERS_TO_COMPACT && self.cancelled_count() * 2 > len {
-            let mut removed = 0;
-            self.heap.retain(|entry| {
-                if entry.timer.is_cancelled() {
-                    entry.timer.unscheduled();
-                    removed += 1;
-                    false
-                } else {
-                    true
-                }
-            });
-            self.forget_cancelled(removed);
+            let before = discarded.len();
+            let (live, dead): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.heap).into_iter().partition(|e| !e.timer.is_cancelled());
+            self.heap = BinaryHeap::from(live);
+            discarded.extend(dead.into_iter().map(|e| {
+                e.timer.unscheduled();
+                e.timer
+            }));
+            self.forget_cancelled(discarded.len() - before);
         } else {
             while self.heap.peek().is_some_and(|e| e.timer.is_cancelled()) {
                 let entry = self.heap.pop().expect("peeked");
                 entry.timer.unscheduled();
                 self.forget_cancelled(1);
+                discarded.push(entry.timer);
             }
         }
     }
@@ -149,9 +150,9 @@ impl<T: Timer> TimerQueue<T> {
         self.heap.peek().map(|e| e.when)
     }
 
-    /// Pops the next live timer due before `end`; cancelled ones met on the way are
-    /// discarded.
-    pub fn pop_due(&mut self, end: f64) -> Option<T> {
+    /// Pops the next live timer due before `end`; cancelled ones met on the way are moved
+    /// into `discarded`.
+    pub fn pop_due(&mut self, end: f64, discarded: &mut Vec<T>) -> Option<T> {
         while let Some(top) = self.heap.peek() {
             if top.when >= end {
                 return None;
@@ -160,6 +161,7 @@ impl<T: Timer> TimerQueue<T> {
             entry.timer.unscheduled();
             if entry.timer.is_cancelled() {
                 self.forget_cancelled(1);
+                discarded.push(entry.timer);
                 continue;
             }
             return Some(entry.timer);
@@ -175,6 +177,11 @@ impl<T: Timer> TimerQueue<T> {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
+    }
+
+    /// The queued timers, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|e| &e.timer)
     }
 
     /// Removes every timer (used by `close()`), returning them in no particular order.
@@ -231,7 +238,8 @@ mod tests {
     }
 
     fn drain_due(q: &mut TimerQueue<TestTimer>, end: f64) -> Vec<u32> {
-        std::iter::from_fn(|| q.pop_due(end)).map(|t| t.id).collect()
+        let mut discarded = Vec::new();
+        std::iter::from_fn(|| q.pop_due(end, &mut discarded)).map(|t| t.id).collect()
     }
 
     #[test]
@@ -273,8 +281,8 @@ mod tests {
         let mut q = TimerQueue::new();
         let t = TestTimer::new(1, &q);
         q.push(2.0, t);
-        assert!(q.pop_due(2.0).is_none());
-        assert!(q.pop_due(2.0 + 1e-9).is_some());
+        assert!(q.pop_due(2.0, &mut Vec::new()).is_none());
+        assert!(q.pop_due(2.0 + 1e-9, &mut Vec::new()).is_some());
     }
 
     #[test]
@@ -287,7 +295,7 @@ mod tests {
         timers[0].cancel();
         timers[2].cancel();
         assert_eq!(q.cancelled_count(), 2);
-        q.prune();
+        q.prune(&mut Vec::new());
         assert_eq!(q.next_deadline(), Some(1.0));
         assert_eq!(q.cancelled_count(), 1);
         assert_eq!(drain_due(&mut q, 100.0), vec![1, 3, 4]);
@@ -308,7 +316,9 @@ mod tests {
         for t in &timers[..200] {
             t.cancel();
         }
-        q.prune();
+        let mut discarded = Vec::new();
+        q.prune(&mut discarded);
+        assert_eq!(discarded.len(), 200);
         assert_eq!(q.len(), 100);
         assert_eq!(q.cancelled_count(), 0);
         assert!(timers[..200].iter().all(|t| !t.scheduled.get()));
@@ -325,7 +335,7 @@ mod tests {
         for t in &timers[150..] {
             t.cancel(); // exactly half, none on top
         }
-        q.prune();
+        q.prune(&mut Vec::new());
         assert_eq!(q.len(), 300);
         assert_eq!(q.cancelled_count(), 150);
     }

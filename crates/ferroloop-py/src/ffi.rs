@@ -1,0 +1,43 @@
+//! The only raw CPython calls of the binding.
+//!
+//! `contextvars` has no fast path in PyO3's safe API for "run this call inside that
+//! Context", and going through `Context.run` costs a Python-level call per callback.
+//! CPython's `PyContext_Enter`/`PyContext_Exit` are what `Context.run` does internally.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// A copy of the calling thread's current `contextvars.Context` (asyncio's
+/// `contextvars.copy_context()`; O(1), the underlying mapping is shared).
+pub fn copy_current_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: attached to the interpreter (we hold `py`); the function returns a new
+    // reference or NULL with an exception set, which `from_owned_ptr_or_err` handles.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
+}
+
+/// Calls `f` with `context` entered as the current context, like `context.run(f)`.
+///
+/// Entering fails with `RuntimeError` if `context` is already entered somewhere (the same
+/// error `Context.run` gives) and with `TypeError` if it is not a `Context`.
+pub fn run_in_context<T>(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    f: impl FnOnce() -> PyResult<T>,
+) -> PyResult<T> {
+    // SAFETY: `context` is a live object we hold a reference to; PyContext_Enter checks
+    // its type itself and sets an exception on failure.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = f();
+    // SAFETY: we entered exactly this context above and `f` cannot leave it entered
+    // differently: Python code can only enter/exit contexts in balanced pairs.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        let exit_err = PyErr::fetch(py);
+        return match result {
+            Ok(_) => Err(exit_err),
+            Err(err) => Err(err),
+        };
+    }
+    result
+}

@@ -1,0 +1,275 @@
+//! `Handle` and `TimerHandle`: what `call_soon`/`call_later` return and what the ready
+//! queue and the timer heap hold.
+//!
+//! Both are `frozen` pyclasses with a freelist: the hot path allocates one per callback.
+//! Their shared state is [`Callback`] — the callable, its arguments, the
+//! `contextvars.Context` it runs in and an atomic "cancelled" flag. Being frozen, a
+//! handle keeps its callable until it leaves the loop's queues (asyncio drops it at
+//! `cancel()`); the loop discards cancelled handles when it meets them, and the timer
+//! heap is compacted when cancelled timers dominate it.
+//!
+//! A `TimerHandle` also knows whether it is still queued (`scheduled`) and shares the
+//! timer queue's cancel counter, which it bumps when cancelled while queued (see
+//! `ferroloop_core::TimerQueue`).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::PyTraverseError;
+
+use crate::ffi;
+use crate::py;
+
+/// The callable, arguments and context of a scheduled callback.
+pub struct Callback {
+    callback: Py<PyAny>,
+    args: Py<PyTuple>,
+    context: Py<PyAny>,
+    cancelled: AtomicBool,
+}
+
+impl Callback {
+    /// A callback running in `context`, or in a copy of the current context if `None`
+    /// (asyncio's rule).
+    pub fn new(
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let context = match context {
+            Some(ctx) if !ctx.is_none() => ctx,
+            _ => ffi::copy_current_context(py)?,
+        };
+        Ok(Callback {
+            callback: callback.unbind(),
+            args: args.unbind(),
+            context: context.unbind(),
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    /// Calls the callable with its arguments inside its context.
+    pub fn run(&self, py: Python<'_>) -> PyResult<()> {
+        let callback = self.callback.bind(py);
+        let args = self.args.bind(py);
+        ffi::run_in_context(py, self.context.bind(py), || {
+            if args.is_empty() {
+                callback.call0()?;
+            } else {
+                callback.call1(args)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks cancelled; returns whether it was not cancelled before.
+    fn cancel(&self) -> bool {
+        !self.cancelled.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether `cancel()` was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// asyncio's description of the callable and its arguments.
+    pub fn source(&self, py: Python<'_>) -> PyResult<String> {
+        py::format_callback_source(py)?
+            .call1((self.callback.bind(py), self.args.bind(py)))?
+            .extract()
+    }
+
+    /// asyncio's handle repr: `<Class [cancelled] [when=T] [source]>`.
+    fn describe(&self, py: Python<'_>, class: &str, when: Option<f64>) -> PyResult<String> {
+        let mut parts = vec![class.to_owned()];
+        let cancelled = self.is_cancelled();
+        if cancelled {
+            parts.push("cancelled".to_owned());
+        }
+        if let Some(when) = when {
+            parts.push(format!("when={}", fmt_float(when)));
+        }
+        if !cancelled {
+            parts.push(self.source(py)?);
+        }
+        Ok(format!("<{}>", parts.join(" ")))
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        visit.call(&self.args)?;
+        visit.call(&self.context)
+    }
+}
+
+/// A callback scheduled with `call_soon`, `call_soon_threadsafe` or `add_reader`.
+#[pyclass(frozen, freelist = 1024, weakref, module = "ferroloop._ferroloop")]
+pub struct Handle {
+    pub(crate) inner: Callback,
+}
+
+#[pymethods]
+impl Handle {
+    /// Prevents the callback from running if it has not run yet.
+    pub(crate) fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.context.clone_ref(py)
+    }
+
+    /// Runs the callback now, in its context (errors propagate to the caller).
+    fn _run(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.run(py)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.callback.clone_ref(py)
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
+        self.inner.args.clone_ref(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        self.inner.describe(py, "Handle", None)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.inner.traverse(&visit)
+    }
+}
+
+/// A callback scheduled with `call_later` or `call_at`.
+#[pyclass(frozen, freelist = 1024, weakref, module = "ferroloop._ferroloop")]
+pub struct TimerHandle {
+    pub(crate) inner: Callback,
+    when: f64,
+    scheduled: AtomicBool,
+    cancel_counter: Arc<AtomicUsize>,
+}
+
+impl TimerHandle {
+    /// A timer that is about to be pushed into the queue owning `cancel_counter`.
+    pub fn new(inner: Callback, when: f64, cancel_counter: Arc<AtomicUsize>) -> Self {
+        TimerHandle { inner, when, scheduled: AtomicBool::new(true), cancel_counter }
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    /// Prevents the callback from running; tells the timer queue if still queued.
+    fn cancel(&self) {
+        if self.inner.cancel() && self.scheduled.load(Ordering::Acquire) {
+            self.cancel_counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.context.clone_ref(py)
+    }
+
+    /// The absolute loop time the callback is scheduled for.
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    fn _run(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.run(py)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.callback.clone_ref(py)
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
+        self.inner.args.clone_ref(py)
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Acquire)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        self.inner.describe(py, "TimerHandle", Some(self.when))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.inner.traverse(&visit)
+    }
+}
+
+/// Python's `repr(float)` for the values loop times take (finite, positive).
+fn fmt_float(value: f64) -> String {
+    let text = format!("{value}");
+    if text.contains(['.', 'e', 'i', 'N']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// A timer as the timer queue holds it.
+pub struct QueuedTimer(pub Py<TimerHandle>);
+
+impl ferroloop_core::Timer for QueuedTimer {
+    fn is_cancelled(&self) -> bool {
+        self.0.get().inner.is_cancelled()
+    }
+
+    fn unscheduled(&self) {
+        self.0.get().scheduled.store(false, Ordering::Release);
+    }
+}
+
+/// An entry of the ready queue: a plain handle or a timer that came due.
+pub enum Ready {
+    /// From `call_soon`, `call_soon_threadsafe` or an fd readiness callback.
+    Handle(Py<Handle>),
+    /// A timer whose deadline passed.
+    Timer(Py<TimerHandle>),
+}
+
+impl Ready {
+    /// The callback to run.
+    pub fn callback(&self) -> &Callback {
+        match self {
+            Ready::Handle(h) => &h.get().inner,
+            Ready::Timer(t) => &t.get().inner,
+        }
+    }
+
+    /// The handle object, as user code sees it (for exception contexts and logs).
+    pub fn object(&self, py: Python<'_>) -> Py<PyAny> {
+        match self {
+            Ready::Handle(h) => h.clone_ref(py).into_any(),
+            Ready::Timer(t) => t.clone_ref(py).into_any(),
+        }
+    }
+
+    /// Reports the references the entry holds to the garbage collector.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Ready::Handle(h) => visit.call(h),
+            Ready::Timer(t) => visit.call(t),
+        }
+    }
+}

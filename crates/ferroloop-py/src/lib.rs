@@ -1,0 +1,26 @@
+//! # ferroloop-py
+//!
+//! The PyO3 binding of ferroloop: the extension module `ferroloop._ferroloop`.
+//!
+//! * [`event_loop`] — `LoopCore`, the Rust base class of `ferroloop.Loop`: queues, poller,
+//!   and the run loop itself.
+//! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses with freelists.
+//! * [`errors`] — the one mapping from Rust errors to Python exceptions.
+//! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
+//! * [`py`] — Python objects looked up once.
+
+mod errors;
+mod event_loop;
+mod ffi;
+mod handles;
+mod py;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+mod _ferroloop {
+    #[pymodule_export]
+    use crate::event_loop::LoopCore;
+    #[pymodule_export]
+    use crate::handles::{Handle, TimerHandle};
+}

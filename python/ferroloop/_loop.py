@@ -1,0 +1,203 @@
+"""``ferroloop.Loop``: the Python face of the Rust event loop.
+
+``Loop`` derives from the Rust class ``LoopCore`` (``crates/ferroloop-py``), which owns the
+ready queue, the timer heap, the poller and the run loop, and implements the hot methods
+(``call_soon``, ``call_later``, ``call_at``, ``call_soon_threadsafe``, ``time``,
+``create_future``, ``stop``, ``get_debug``). This module adds what is API shape:
+
+* ``run_forever`` — the bookkeeping around the Rust run loop (running-loop registration,
+  asyncgen hooks, coroutine-origin tracking), then ``LoopCore._run_forever_core``.
+* ``close``, ``set_debug``, ``add_reader``/``add_writer``/``remove_*`` argument handling.
+* Methods taken as they are from the running Python's ``asyncio.BaseEventLoop`` (listed
+  in ``_FROM_ASYNCIO``): they are pure logic over the attributes set in ``Loop.__init__``
+  and the methods above, so their semantics, errors and messages are asyncio's own on
+  every supported Python version, with no copy of their code here.
+* Networking, pipes, subprocesses and signals raise ``NotImplementedError`` with the
+  reason until their Rust transports land.
+
+Invariants: ``_thread_id`` is the id of the thread inside ``run_forever`` and ``None``
+otherwise (``is_running`` reads it); ``_default_executor`` is ``None`` or the executor
+created lazily by ``run_in_executor``; once ``close()`` returned, every queue in the core
+is empty and the core refuses new work with ``RuntimeError('Event loop is closed')``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import sys
+import threading
+import weakref
+from asyncio import base_events, coroutines, events
+
+from ._ferroloop import LoopCore
+
+__all__ = ("Loop",)
+
+_BaseEventLoop = base_events.BaseEventLoop
+
+# asyncio.BaseEventLoop methods reused unchanged (see the module docstring).
+_FROM_ASYNCIO = (
+    "__del__",
+    "__repr__",
+    "_asyncgen_finalizer_hook",
+    "_asyncgen_firstiter_hook",
+    "_check_callback",
+    "_check_default_executor",
+    "_check_running",
+    "_check_thread",
+    "_do_shutdown",
+    "_getaddrinfo_debug",
+    "_set_coroutine_origin_tracking",
+    "call_exception_handler",
+    "create_task",
+    "default_exception_handler",
+    "get_exception_handler",
+    "get_task_factory",
+    "getaddrinfo",
+    "getnameinfo",
+    "is_running",
+    "run_in_executor",
+    "run_until_complete",
+    "set_default_executor",
+    "set_exception_handler",
+    "set_task_factory",
+    "shutdown_asyncgens",
+    "shutdown_default_executor",
+)
+
+_TRANSPORTS_ISSUE = "the Rust TCP/Unix/UDP transports and servers are the next issue"
+_PIPES_ISSUE = "pipes, subprocesses and signals are a later issue"
+
+# Methods of AbstractEventLoop that need transports, with the reason they are missing.
+_NOT_YET = {
+    "create_connection": _TRANSPORTS_ISSUE,
+    "create_server": _TRANSPORTS_ISSUE,
+    "create_unix_connection": _TRANSPORTS_ISSUE,
+    "create_unix_server": _TRANSPORTS_ISSUE,
+    "create_datagram_endpoint": _TRANSPORTS_ISSUE,
+    "connect_accepted_socket": _TRANSPORTS_ISSUE,
+    "sendfile": _TRANSPORTS_ISSUE,
+    "start_tls": _TRANSPORTS_ISSUE,
+    "sock_recv": _TRANSPORTS_ISSUE,
+    "sock_recv_into": _TRANSPORTS_ISSUE,
+    "sock_recvfrom": _TRANSPORTS_ISSUE,
+    "sock_recvfrom_into": _TRANSPORTS_ISSUE,
+    "sock_sendall": _TRANSPORTS_ISSUE,
+    "sock_sendto": _TRANSPORTS_ISSUE,
+    "sock_connect": _TRANSPORTS_ISSUE,
+    "sock_accept": _TRANSPORTS_ISSUE,
+    "sock_sendfile": _TRANSPORTS_ISSUE,
+    "connect_read_pipe": _PIPES_ISSUE,
+    "connect_write_pipe": _PIPES_ISSUE,
+    "subprocess_exec": _PIPES_ISSUE,
+    "subprocess_shell": _PIPES_ISSUE,
+    "add_signal_handler": _PIPES_ISSUE,
+    "remove_signal_handler": _PIPES_ISSUE,
+}
+
+
+def _not_implemented(name: str, reason: str):
+    def method(self, *args, **kwargs):
+        raise NotImplementedError(f"ferroloop does not implement loop.{name}() yet: {reason}")
+
+    method.__name__ = name
+    method.__qualname__ = f"Loop.{name}"
+    return method
+
+
+class Loop(LoopCore, asyncio.AbstractEventLoop):
+    """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
+
+    # Read by asyncio's default_exception_handler; ferroloop does not track the running
+    # handle in Python (that would cost a Python write per callback).
+    _current_handle = None
+
+    def __init__(self) -> None:
+        self._thread_id = None
+        self._task_factory = None
+        self._exception_handler = None
+        self._default_executor = None
+        self._executor_shutdown_called = False
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        # Callbacks running longer than this (seconds) are logged in debug mode.
+        self.slow_callback_duration = 0.1
+        self.set_debug(coroutines._is_debug_mode())
+
+    # -- running and stopping ---------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Run until ``stop()`` is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self.get_debug())
+        saved_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_forever_core()
+        finally:
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*saved_hooks)
+
+    def close(self) -> None:
+        """Close the loop: drop pending callbacks, shut the default executor down.
+
+        Idempotent; refuses to close a running loop, like asyncio.
+        """
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self.get_debug():
+            base_events.logger.debug("Close %r", self)
+        self._close_core()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    def set_debug(self, enabled: bool) -> None:
+        self._set_debug_flag(bool(enabled))
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, bool(enabled))
+
+    def _log_slow_callback(self, handle, seconds: float) -> None:
+        """Debug mode: called by the core after a callback ran for too long."""
+        base_events.logger.warning(
+            "Executing %s took %.3f seconds", base_events._format_handle(handle), seconds
+        )
+
+    # -- file descriptors -----------------------------------------------------------------
+
+    def add_reader(self, fd, callback, *args) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is readable (level-triggered)."""
+        self._add_fd_callback(selectors._fileobj_to_fd(fd), False, callback, args)
+
+    def add_writer(self, fd, callback, *args) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is writable (level-triggered)."""
+        self._add_fd_callback(selectors._fileobj_to_fd(fd), True, callback, args)
+
+    def remove_reader(self, fd) -> bool:
+        """Stop watching ``fd`` for reading; return whether it was watched."""
+        return self._remove_fd_callback(selectors._fileobj_to_fd(fd), False)
+
+    def remove_writer(self, fd) -> bool:
+        """Stop watching ``fd`` for writing; return whether it was watched."""
+        return self._remove_fd_callback(selectors._fileobj_to_fd(fd), True)
+
+    for _name in _FROM_ASYNCIO:
+        locals()[_name] = getattr(_BaseEventLoop, _name)
+    for _name, _reason in _NOT_YET.items():
+        locals()[_name] = _not_implemented(_name, _reason)
+    del _name, _reason
