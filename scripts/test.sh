@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Build ferroloop and run every test: the Rust core's cargo tests, the pytest suite (each
+# case on stock asyncio and on ferroloop), and CPython's own test_asyncio against ferroloop.
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+echo "== cargo test (ferroloop-core)"
+cargo test -q -p ferroloop-core
+echo "== pytest (asyncio and ferroloop)"
+"$VENV_PY" -m pytest tests
+echo "== CPython test_asyncio on ferroloop"
+"$VENV_PY" tests/cpython/run_cpython_asyncio.py
