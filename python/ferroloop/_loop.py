@@ -50,7 +50,6 @@ _FROM_ASYNCIO = (
     "_getaddrinfo_debug",
     "_set_coroutine_origin_tracking",
     "call_exception_handler",
-    "create_task",
     "default_exception_handler",
     "get_exception_handler",
     "get_task_factory",
@@ -195,6 +194,10 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
     def remove_writer(self, fd) -> bool:
         """Stop watching ``fd`` for writing; return whether it was watched."""
         return self._remove_fd_callback(selectors._fileobj_to_fd(fd), True)
+
+    # asyncio's create_task, for the cases the Rust fast path hands over (a task factory
+    # is set, or debug mode wants the source traceback trimmed).
+    _create_task_general = _BaseEventLoop.create_task
 
     for _name in _FROM_ASYNCIO:
         locals()[_name] = getattr(_BaseEventLoop, _name)

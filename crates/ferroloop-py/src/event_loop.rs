@@ -440,6 +440,33 @@ impl LoopCore {
         Self::schedule_timer(slf, when, callback, args, context)
     }
 
+    /// `asyncio.Task(coro, loop=self, name=name, context=context)`; with a task factory
+    /// or in debug mode, asyncio's own `create_task` (`_create_task_general`) does it.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: Bound<'_, PyAny>,
+        name: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let kwargs = PyDict::new(py);
+        if let Some(name) = name.filter(|n| !n.is_none()) {
+            kwargs.set_item(intern!(py, "name"), name)?;
+        }
+        if let Some(context) = context.filter(|c| !c.is_none()) {
+            kwargs.set_item(intern!(py, "context"), context)?;
+        }
+        if core.is_debug() || !slf.getattr(intern!(py, "_task_factory"))?.is_none() {
+            let general = slf.getattr(intern!(py, "_create_task_general"))?;
+            return Ok(general.call((coro,), Some(&kwargs))?.unbind());
+        }
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        Ok(py::task_type(py)?.call((coro,), Some(&kwargs))?.unbind())
+    }
+
     /// `asyncio.Future` bound to this loop.
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();

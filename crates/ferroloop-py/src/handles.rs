@@ -1,7 +1,9 @@
 //! `Handle` and `TimerHandle`: what `call_soon`/`call_later` return and what the ready
 //! queue and the timer heap hold.
 //!
-//! Both are `frozen` pyclasses with a freelist: the hot path allocates one per callback.
+//! Both are `frozen` pyclasses; the hot path allocates one per callback. They have no
+//! PyO3 freelist: measured on `call_soon` throughput it was no faster than CPython's
+//! small-object allocator (its free list takes a lock per allocation and release).
 //! Their shared state is [`Callback`] — the callable, its arguments, the
 //! `contextvars.Context` it runs in and an atomic "cancelled" flag. Being frozen, a
 //! handle keeps its callable until it leaves the loop's queues (asyncio drops it at
@@ -107,7 +109,7 @@ impl Callback {
 }
 
 /// A callback scheduled with `call_soon`, `call_soon_threadsafe` or `add_reader`.
-#[pyclass(frozen, freelist = 1024, weakref, module = "ferroloop._ferroloop")]
+#[pyclass(frozen, weakref, module = "ferroloop._ferroloop")]
 pub struct Handle {
     pub(crate) inner: Callback,
 }
@@ -152,7 +154,7 @@ impl Handle {
 }
 
 /// A callback scheduled with `call_later` or `call_at`.
-#[pyclass(frozen, freelist = 1024, weakref, module = "ferroloop._ferroloop")]
+#[pyclass(frozen, weakref, module = "ferroloop._ferroloop")]
 pub struct TimerHandle {
     pub(crate) inner: Callback,
     when: f64,

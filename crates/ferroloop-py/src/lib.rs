@@ -4,7 +4,7 @@
 //!
 //! * [`event_loop`] — `LoopCore`, the Rust base class of `ferroloop.Loop`: queues, poller,
 //!   and the run loop itself.
-//! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses with freelists.
+//! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses.
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
 //! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
 //! * [`py`] — Python objects looked up once.

@@ -5,6 +5,7 @@ use pyo3::sync::PyOnceLock;
 
 static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `asyncio.format_helpers._format_callback_source`, the text asyncio puts in handle reprs
 /// and in "Exception in callback ..." messages.
@@ -18,9 +19,21 @@ pub fn format_callback_source(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .map(|f| f.bind(py))
 }
 
+fn asyncio_attr<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio")?.getattr(name)?.unbind()))
+        .map(|f| f.bind(py))
+}
+
 /// `asyncio.Future` (the C-accelerated class where available).
 pub fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    FUTURE_TYPE
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio")?.getattr("Future")?.unbind()))
-        .map(|f| f.bind(py))
+    asyncio_attr(py, &FUTURE_TYPE, "Future")
+}
+
+/// `asyncio.Task` (the C-accelerated class where available).
+pub fn task_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    asyncio_attr(py, &TASK_TYPE, "Task")
 }
