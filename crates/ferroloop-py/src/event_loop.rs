@@ -77,8 +77,12 @@ pub struct LoopCore {
     stopping: AtomicBool,
     running: AtomicBool,
     debug: AtomicBool,
-    /// Callbacks started since the loop was created (lets a watchdog see progress).
+    /// Callbacks started since the loop was created. With `polling`, this is what a
+    /// watchdog thread samples: a count that stops moving while `polling` is false
+    /// means one callback has been running since the last sample.
     callbacks_run: AtomicU64,
+    /// True while the loop thread waits in the poller (the GIL is released then).
+    polling: AtomicBool,
 }
 
 impl LoopCore {
@@ -150,7 +154,10 @@ impl LoopCore {
         let waited = if timeout == Some(Duration::ZERO) {
             poller.wait(events, timeout)
         } else {
-            py.detach(|| poller.wait(events, timeout))
+            self.polling.store(true, Ordering::Release);
+            let waited = py.detach(|| poller.wait(events, timeout));
+            self.polling.store(false, Ordering::Release);
+            waited
         };
         match waited {
             Ok(_) => {}
@@ -303,6 +310,7 @@ impl LoopCore {
             running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             callbacks_run: AtomicU64::new(0),
+            polling: AtomicBool::new(false),
         })
     }
 
@@ -339,6 +347,12 @@ impl LoopCore {
     #[getter]
     fn _callbacks_run(&self) -> u64 {
         self.callbacks_run.load(Ordering::Relaxed)
+    }
+
+    /// Whether the loop thread is waiting in the poller right now.
+    #[getter]
+    fn _polling(&self) -> bool {
+        self.polling.load(Ordering::Acquire)
     }
 
     /// Number of callbacks waiting for the next iteration.
