@@ -48,6 +48,8 @@ def install() -> None:
 
 def run(main: Coroutine[Any, Any, _T], *, debug: Optional[bool] = None) -> _T:
     """Run ``main`` on a new ferroloop loop and return its result, like ``asyncio.run``."""
+    if asyncio.events._get_running_loop() is not None:
+        raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
@@ -56,8 +58,6 @@ def run(main: Coroutine[Any, Any, _T], *, debug: Optional[bool] = None) -> _T:
 
 def _run_legacy(main: Coroutine[Any, Any, _T], debug: Optional[bool]) -> _T:
     """``asyncio.run`` for Python < 3.11, which has no ``Runner(loop_factory=...)``."""
-    if asyncio.events._get_running_loop() is not None:
-        raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

@@ -22,7 +22,10 @@ struct Slot<T> {
 
 impl<T> Slot<T> {
     fn interest(&self) -> Interest {
-        Interest { readable: self.reader.is_some(), writable: self.writer.is_some() }
+        Interest {
+            readable: self.reader.is_some(),
+            writable: self.writer.is_some(),
+        }
     }
 }
 
@@ -34,7 +37,9 @@ pub struct IoRegistry<T> {
 
 impl<T> Default for IoRegistry<T> {
     fn default() -> Self {
-        IoRegistry { slots: HashMap::new() }
+        IoRegistry {
+            slots: HashMap::new(),
+        }
     }
 }
 
@@ -60,9 +65,18 @@ impl<T> IoRegistry<T> {
 
     /// Makes `owner` the reader or writer of `fd`; returns the owner it replaced. On
     /// error nothing changes (the new owner is dropped).
-    pub fn set(&mut self, poller: &Poller, fd: RawFd, side: Side, owner: T) -> io::Result<Option<T>> {
+    pub fn set(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        side: Side,
+        owner: T,
+    ) -> io::Result<Option<T>> {
         let existed = self.slots.contains_key(&fd);
-        let slot = self.slots.entry(fd).or_insert(Slot { reader: None, writer: None });
+        let slot = self.slots.entry(fd).or_insert(Slot {
+            reader: None,
+            writer: None,
+        });
         let place = match side {
             Side::Read => &mut slot.reader,
             Side::Write => &mut slot.writer,
@@ -142,7 +156,9 @@ impl<T> IoRegistry<T> {
 
     /// Every reader and writer, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots.values().flat_map(|s| s.reader.iter().chain(s.writer.iter()))
+        self.slots
+            .values()
+            .flat_map(|s| s.reader.iter().chain(s.writer.iter()))
     }
 
     /// Unregisters everything and hands back all owners (used by `close()`).
@@ -178,13 +194,20 @@ mod tests {
         assert_eq!(reg.len(), 1);
         a.write_all(b"x").unwrap();
         let mut events = Events::with_capacity(4);
-        poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
+        poller
+            .wait(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
         let ev = events.iter().next().unwrap();
         assert_eq!(reg.dispatch(ev), (Some(&"r2"), Some(&"w")));
         assert_eq!(reg.remove(&poller, fd, Side::Write), Some("w"));
         assert_eq!(reg.remove(&poller, fd, Side::Write), None);
-        poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
-        assert_eq!(reg.dispatch(events.iter().next().unwrap()), (Some(&"r2"), None));
+        poller
+            .wait(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(
+            reg.dispatch(events.iter().next().unwrap()),
+            (Some(&"r2"), None)
+        );
         assert_eq!(reg.remove(&poller, fd, Side::Read), Some("r2"));
         assert!(reg.is_empty());
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);

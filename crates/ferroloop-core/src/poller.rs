@@ -67,7 +67,10 @@ impl Events {
     /// A buffer for up to `capacity` events per wait.
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Events { buf: vec![libc::epoll_event { events: 0, u64: 0 }; capacity], len: 0 }
+        Events {
+            buf: vec![libc::epoll_event { events: 0, u64: 0 }; capacity],
+            len: 0,
+        }
     }
 
     /// The events of the last wait.
@@ -106,11 +109,16 @@ impl Poller {
     pub fn new() -> io::Result<Self> {
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 returned a fresh fd that nothing else owns.
-        Ok(Poller { epfd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Poller {
+            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: interest.epoll_bits(), u64: token };
+        let mut ev = libc::epoll_event {
+            events: interest.epoll_bits(),
+            u64: token,
+        };
         // The pointer is to a live local; EPOLL_CTL_DEL ignores it on modern kernels.
         syscall!(epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev))?;
         Ok(())
@@ -183,15 +191,36 @@ mod tests {
     fn reports_readable_until_drained() {
         let poller = Poller::new().unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
-        poller.add(b.as_raw_fd(), Interest { readable: true, writable: false }, 7).unwrap();
+        poller
+            .add(
+                b.as_raw_fd(),
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                7,
+            )
+            .unwrap();
         let mut events = Events::with_capacity(8);
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
         a.write_all(b"x").unwrap();
         for _ in 0..2 {
             // Level-triggered: still reported while unread.
-            assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap(), 1);
+            assert_eq!(
+                poller
+                    .wait(&mut events, Some(Duration::from_secs(1)))
+                    .unwrap(),
+                1
+            );
             let ev = events.iter().next().unwrap();
-            assert_eq!(ev, Event { token: 7, readable: true, writable: false });
+            assert_eq!(
+                ev,
+                Event {
+                    token: 7,
+                    readable: true,
+                    writable: false
+                }
+            );
         }
     }
 
@@ -200,11 +229,36 @@ mod tests {
         let poller = Poller::new().unwrap();
         let (_a, b) = UnixStream::pair().unwrap();
         let fd = b.as_raw_fd();
-        poller.add(fd, Interest { readable: true, writable: false }, 1).unwrap();
-        poller.modify(fd, Interest { readable: false, writable: true }, 2).unwrap();
+        poller
+            .add(
+                fd,
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                1,
+            )
+            .unwrap();
+        poller
+            .modify(
+                fd,
+                Interest {
+                    readable: false,
+                    writable: true,
+                },
+                2,
+            )
+            .unwrap();
         let mut events = Events::with_capacity(8);
         poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
-        assert_eq!(events.iter().collect::<Vec<_>>(), vec![Event { token: 2, readable: false, writable: true }]);
+        assert_eq!(
+            events.iter().collect::<Vec<_>>(),
+            vec![Event {
+                token: 2,
+                readable: false,
+                writable: true
+            }]
+        );
         poller.delete(fd).unwrap();
         poller.delete(fd).unwrap();
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
@@ -214,10 +268,21 @@ mod tests {
     fn hangup_wakes_readers_and_writers() {
         let poller = Poller::new().unwrap();
         let (a, b) = UnixStream::pair().unwrap();
-        poller.add(b.as_raw_fd(), Interest { readable: true, writable: false }, 3).unwrap();
+        poller
+            .add(
+                b.as_raw_fd(),
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                3,
+            )
+            .unwrap();
         drop(a);
         let mut events = Events::with_capacity(8);
-        poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
+        poller
+            .wait(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
         let ev = events.iter().next().unwrap();
         assert!(ev.readable);
     }
@@ -226,14 +291,30 @@ mod tests {
     fn regular_files_are_refused_with_eperm() {
         let poller = Poller::new().unwrap();
         let file = std::fs::File::open("/proc/self/stat").unwrap();
-        let err = poller.add(file.as_raw_fd(), Interest { readable: true, writable: false }, 0);
+        let err = poller.add(
+            file.as_raw_fd(),
+            Interest {
+                readable: true,
+                writable: false,
+            },
+            0,
+        );
         assert_eq!(err.unwrap_err().raw_os_error(), Some(libc::EPERM));
     }
 
     #[test]
     fn bad_fd_keeps_errno() {
         let poller = Poller::new().unwrap();
-        let err = poller.add(987_654, Interest { readable: true, writable: false }, 0).unwrap_err();
+        let err = poller
+            .add(
+                987_654,
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                0,
+            )
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     }
 
@@ -242,7 +323,9 @@ mod tests {
         let poller = Poller::new().unwrap();
         let mut events = Events::with_capacity(1);
         let start = std::time::Instant::now();
-        poller.wait(&mut events, Some(Duration::from_micros(300))).unwrap();
+        poller
+            .wait(&mut events, Some(Duration::from_micros(300)))
+            .unwrap();
         assert!(start.elapsed() >= Duration::from_micros(300));
     }
 }

@@ -17,7 +17,9 @@ pub struct ReadyQueue<T> {
 
 impl<T> Default for ReadyQueue<T> {
     fn default() -> Self {
-        ReadyQueue { queue: VecDeque::new() }
+        ReadyQueue {
+            queue: VecDeque::new(),
+        }
     }
 }
 

@@ -45,7 +45,9 @@ struct Entry<T> {
 
 impl<T> Entry<T> {
     fn key_cmp(&self, other: &Self) -> Ordering {
-        self.when.total_cmp(&other.when).then(self.seq.cmp(&other.seq))
+        self.when
+            .total_cmp(&other.when)
+            .then(self.seq.cmp(&other.seq))
     }
 }
 
@@ -85,7 +87,11 @@ impl<T> std::fmt::Debug for TimerQueue<T> {
 
 impl<T: Timer> Default for TimerQueue<T> {
     fn default() -> Self {
-        TimerQueue { heap: BinaryHeap::new(), next_seq: 0, cancelled: Arc::new(AtomicUsize::new(0)) }
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+            cancelled: Arc::new(AtomicUsize::new(0)),
+        }
     }
 }
 
@@ -114,9 +120,11 @@ impl<T: Timer> TimerQueue<T> {
 
     fn forget_cancelled(&self, n: usize) {
         // Saturating: a payload that miscounts must not wrap the counter around.
-        let _ = self.cancelled.fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |c| {
-            Some(c.saturating_sub(n))
-        });
+        let _ =
+            self.cancelled
+                .fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |c| {
+                    Some(c.saturating_sub(n))
+                });
     }
 
     /// Drops cancelled timers: all of them if they dominate the heap, otherwise those on
@@ -127,8 +135,9 @@ impl<T: Timer> TimerQueue<T> {
         let len = self.heap.len();
         if len > MIN_TIMERS_TO_COMPACT && self.cancelled_count() * 2 > len {
             let before = discarded.len();
-            let (live, dead): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.heap).into_iter().partition(|e| !e.timer.is_cancelled());
+            let (live, dead): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heap)
+                .into_iter()
+                .partition(|e| !e.timer.is_cancelled());
             self.heap = BinaryHeap::from(live);
             discarded.extend(dead.into_iter().map(|e| {
                 e.timer.unscheduled();
@@ -239,7 +248,9 @@ mod tests {
 
     fn drain_due(q: &mut TimerQueue<TestTimer>, end: f64) -> Vec<u32> {
         let mut discarded = Vec::new();
-        std::iter::from_fn(|| q.pop_due(end, &mut discarded)).map(|t| t.id).collect()
+        std::iter::from_fn(|| q.pop_due(end, &mut discarded))
+            .map(|t| t.id)
+            .collect()
     }
 
     #[test]

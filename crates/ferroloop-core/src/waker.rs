@@ -26,7 +26,10 @@ impl Waker {
     pub fn new() -> io::Result<Self> {
         let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
         // SAFETY: eventfd returned a fresh fd that nothing else owns.
-        Ok(Waker { fd: unsafe { OwnedFd::from_raw_fd(fd) }, pending: AtomicBool::new(false) })
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            pending: AtomicBool::new(false),
+        })
     }
 
     /// The fd to register for readability.
@@ -77,14 +80,25 @@ mod tests {
     fn wake_interrupts_a_blocking_wait_from_another_thread() {
         let poller = Poller::new().unwrap();
         let waker = Arc::new(Waker::new().unwrap());
-        poller.add(waker.fd(), Interest { readable: true, writable: false }, 42).unwrap();
+        poller
+            .add(
+                waker.fd(),
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                42,
+            )
+            .unwrap();
         let remote = Arc::clone(&waker);
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             remote.wake().unwrap();
         });
         let mut events = Events::with_capacity(4);
-        let n = poller.wait(&mut events, Some(Duration::from_secs(10))).unwrap();
+        let n = poller
+            .wait(&mut events, Some(Duration::from_secs(10)))
+            .unwrap();
         assert_eq!(n, 1);
         assert_eq!(events.iter().next().unwrap().token, 42);
         t.join().unwrap();
@@ -97,7 +111,16 @@ mod tests {
     fn wakes_coalesce_until_drained() {
         let poller = Poller::new().unwrap();
         let waker = Waker::new().unwrap();
-        poller.add(waker.fd(), Interest { readable: true, writable: false }, 1).unwrap();
+        poller
+            .add(
+                waker.fd(),
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                1,
+            )
+            .unwrap();
         for _ in 0..1000 {
             waker.wake().unwrap();
         }
@@ -113,7 +136,16 @@ mod tests {
     fn many_threads_never_lose_a_wake() {
         let waker = Arc::new(Waker::new().unwrap());
         let poller = Poller::new().unwrap();
-        poller.add(waker.fd(), Interest { readable: true, writable: false }, 1).unwrap();
+        poller
+            .add(
+                waker.fd(),
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                1,
+            )
+            .unwrap();
         let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -135,7 +167,9 @@ mod tests {
             }
             // Work is still coming, so a wake-up must arrive: a timeout here means one
             // was lost to coalescing.
-            let n = poller.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+            let n = poller
+                .wait(&mut events, Some(Duration::from_secs(5)))
+                .unwrap();
             assert_eq!(n, 1, "lost wake-up");
         }
         for t in threads {

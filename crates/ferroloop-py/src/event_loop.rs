@@ -130,9 +130,15 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
         let counter = core.timers.lock().cancel_counter();
-        let timer = TimerHandle::new(Callback::new(py, callback, args, context)?, when, counter);
+        let timer = TimerHandle::new(
+            Callback::new(py, callback, args, context, core.is_debug())?,
+            when,
+            counter,
+        );
         let timer = Py::new(py, timer)?;
-        core.timers.lock().push(when, QueuedTimer(timer.clone_ref(py)));
+        core.timers
+            .lock()
+            .push(when, QueuedTimer(timer.clone_ref(py)));
         Ok(timer)
     }
 
@@ -246,9 +252,21 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.callbacks_run.fetch_add(1, Ordering::Relaxed);
-        let started = if core.is_debug() { Some(clock::monotonic()) } else { None };
-        if let Err(err) = entry.callback().run(py) {
-            if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+        let debug = core.is_debug();
+        let started = if debug {
+            // asyncio's default exception handler reads the running handle from here.
+            slf.setattr(intern!(py, "_current_handle"), entry.object(py))?;
+            Some(clock::monotonic())
+        } else {
+            None
+        };
+        let result = entry.callback().run(py);
+        if debug {
+            slf.setattr(intern!(py, "_current_handle"), py.None())?;
+        }
+        if let Err(err) = result {
+            if err.is_instance_of::<PySystemExit>(py)
+                || err.is_instance_of::<PyKeyboardInterrupt>(py)
             {
                 return Err(err);
             }
@@ -256,9 +274,14 @@ impl LoopCore {
         }
         if let Some(started) = started {
             let elapsed = clock::monotonic() - started;
-            let threshold: f64 = slf.getattr(intern!(py, "slow_callback_duration"))?.extract()?;
+            let threshold: f64 = slf
+                .getattr(intern!(py, "slow_callback_duration"))?
+                .extract()?;
             if elapsed >= threshold {
-                slf.call_method1(intern!(py, "_log_slow_callback"), (entry.object(py), elapsed))?;
+                slf.call_method1(
+                    intern!(py, "_log_slow_callback"),
+                    (entry.object(py), elapsed),
+                )?;
             }
         }
         Ok(())
@@ -269,9 +292,15 @@ impl LoopCore {
         let py = slf.py();
         let source = entry.callback().source(py)?;
         let context = PyDict::new(py);
-        context.set_item(intern!(py, "message"), format!("Exception in callback {source}"))?;
+        context.set_item(
+            intern!(py, "message"),
+            format!("Exception in callback {source}"),
+        )?;
         context.set_item(intern!(py, "exception"), err.into_value(py))?;
         context.set_item(intern!(py, "handle"), entry.object(py))?;
+        if let Some(tb) = entry.callback().source_traceback(py) {
+            context.set_item(intern!(py, "source_traceback"), tb)?;
+        }
         slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;
         Ok(())
     }
@@ -294,7 +323,14 @@ impl LoopCore {
         let poller = Poller::new().map_err(os_error)?;
         let waker = Waker::new().map_err(os_error)?;
         poller
-            .add(waker.fd(), Interest { readable: true, writable: false }, WAKER_TOKEN)
+            .add(
+                waker.fd(),
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+                WAKER_TOKEN,
+            )
             .map_err(os_error)?;
         Ok(LoopCore {
             ready: Mutex::new(ReadyQueue::new()),
@@ -355,12 +391,6 @@ impl LoopCore {
         self.polling.load(Ordering::Acquire)
     }
 
-    /// Number of callbacks waiting for the next iteration.
-    #[getter]
-    fn _ready_count(&self) -> usize {
-        self.ready.lock().len()
-    }
-
     /// Number of queued timers, cancelled ones included.
     #[getter]
     fn _timer_count(&self) -> usize {
@@ -400,7 +430,12 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_checks(slf, &callback, "call_soon", true)?;
         }
-        let handle = Py::new(py, Handle { inner: Callback::new(py, callback, args, context)? })?;
+        let handle = Py::new(
+            py,
+            Handle {
+                inner: Callback::new(py, callback, args, context, core.is_debug())?,
+            },
+        )?;
         core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
         Ok(handle)
     }
@@ -418,7 +453,12 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
         }
-        let handle = Py::new(py, Handle { inner: Callback::new(py, callback, args, context)? })?;
+        let handle = Py::new(
+            py,
+            Handle {
+                inner: Callback::new(py, callback, args, context, core.is_debug())?,
+            },
+        )?;
         core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
         core.waker.wake().map_err(os_error)?;
         Ok(handle)
@@ -517,6 +557,23 @@ impl LoopCore {
         result
     }
 
+    /// Runs one iteration (poll, queue due timers, run what is ready), as asyncio's
+    /// `BaseEventLoop._run_once`; test suites drive loops step by step with it.
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once(slf)
+    }
+
+    /// A snapshot of the handles waiting for the next iteration (asyncio's `_ready` is
+    /// the deque itself; code reads it only to test for emptiness or count).
+    #[getter]
+    fn _ready(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        self.ready
+            .lock()
+            .iter()
+            .map(|entry| entry.object(py))
+            .collect()
+    }
+
     /// Marks the loop closed and drops everything queued; the Python `close()` checks
     /// that the loop is not running first.
     fn _close_core(&self) {
@@ -539,7 +596,12 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Py::new(py, Handle { inner: Callback::new(py, callback, args, None)? })?;
+        let handle = Py::new(
+            py,
+            Handle {
+                inner: Callback::new(py, callback, args, None, core.is_debug())?,
+            },
+        )?;
         let previous = core
             .io
             .lock()
@@ -569,7 +631,10 @@ impl LoopCore {
 
     /// The reader (`writer=False`) or writer handle registered for `fd`, if any.
     fn _get_fd_callback(&self, py: Python<'_>, fd: RawFd, writer: bool) -> Option<Py<Handle>> {
-        self.io.lock().get(fd, side(writer)).map(|h| h.clone_ref(py))
+        self.io
+            .lock()
+            .get(fd, side(writer))
+            .map(|h| h.clone_ref(py))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -31,27 +31,42 @@ pub struct Callback {
     args: Py<PyTuple>,
     context: Py<PyAny>,
     cancelled: AtomicBool,
+    /// Debug mode only: where the callback was scheduled (asyncio's `_source_traceback`,
+    /// a `traceback.StackSummary` whose last entry is the scheduling line).
+    source_traceback: Option<Py<PyAny>>,
 }
 
 impl Callback {
     /// A callback running in `context`, or in a copy of the current context if `None`
-    /// (asyncio's rule).
+    /// (asyncio's rule). With `debug`, records the Python stack that scheduled it.
     pub fn new(
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
+        debug: bool,
     ) -> PyResult<Self> {
         let context = match context {
             Some(ctx) if !ctx.is_none() => ctx,
             _ => ffi::copy_current_context(py)?,
+        };
+        let source_traceback = if debug {
+            Some(py::extract_stack(py)?.unbind())
+        } else {
+            None
         };
         Ok(Callback {
             callback: callback.unbind(),
             args: args.unbind(),
             context: context.unbind(),
             cancelled: AtomicBool::new(false),
+            source_traceback,
         })
+    }
+
+    /// The scheduling stack recorded in debug mode.
+    pub fn source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
     }
 
     /// Calls the callable with its arguments inside its context.
@@ -95,8 +110,18 @@ impl Callback {
         if let Some(when) = when {
             parts.push(format!("when={}", fmt_float(when)));
         }
-        if !cancelled {
+        // asyncio forgets the callable at cancel() except in debug mode, where the
+        // handle was created with a source traceback.
+        if !cancelled || self.source_traceback.is_some() {
             parts.push(self.source(py)?);
+        }
+        if let Some(tb) = &self.source_traceback {
+            let tb = tb.bind(py);
+            if tb.len()? > 0 {
+                let frame = tb.get_item(-1)?;
+                let (file, line) = (frame.get_item(0)?, frame.get_item(1)?);
+                parts.push(format!("created at {file}:{line}"));
+            }
         }
         Ok(format!("<{}>", parts.join(" ")))
     }
@@ -104,7 +129,11 @@ impl Callback {
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.callback)?;
         visit.call(&self.args)?;
-        visit.call(&self.context)
+        visit.call(&self.context)?;
+        if let Some(tb) = &self.source_traceback {
+            visit.call(tb)?;
+        }
+        Ok(())
     }
 }
 
@@ -144,6 +173,11 @@ impl Handle {
         self.inner.args.clone_ref(py)
     }
 
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.source_traceback(py)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.inner.describe(py, "Handle", None)
     }
@@ -165,7 +199,12 @@ pub struct TimerHandle {
 impl TimerHandle {
     /// A timer that is about to be pushed into the queue owning `cancel_counter`.
     pub fn new(inner: Callback, when: f64, cancel_counter: Arc<AtomicUsize>) -> Self {
-        TimerHandle { inner, when, scheduled: AtomicBool::new(true), cancel_counter }
+        TimerHandle {
+            inner,
+            when,
+            scheduled: AtomicBool::new(true),
+            cancel_counter,
+        }
     }
 }
 
@@ -203,6 +242,11 @@ impl TimerHandle {
     #[getter]
     fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
         self.inner.args.clone_ref(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.source_traceback(py)
     }
 
     #[getter]

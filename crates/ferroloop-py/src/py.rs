@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -13,7 +14,9 @@ pub fn format_callback_source(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     FORMAT_CALLBACK_SOURCE
         .get_or_try_init(py, || {
             Ok::<_, PyErr>(
-                py.import("asyncio.format_helpers")?.getattr("_format_callback_source")?.unbind(),
+                py.import("asyncio.format_helpers")?
+                    .getattr("_format_callback_source")?
+                    .unbind(),
             )
         })
         .map(|f| f.bind(py))
@@ -24,8 +27,10 @@ fn asyncio_attr<'py>(
     cell: &'static PyOnceLock<Py<PyAny>>,
     name: &str,
 ) -> PyResult<&'py Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio")?.getattr(name)?.unbind()))
-        .map(|f| f.bind(py))
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr(name)?.unbind())
+    })
+    .map(|f| f.bind(py))
 }
 
 /// `asyncio.Future` (the C-accelerated class where available).
@@ -36,4 +41,19 @@ pub fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 /// `asyncio.Task` (the C-accelerated class where available).
 pub fn task_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     asyncio_attr(py, &TASK_TYPE, "Task")
+}
+
+/// The calling Python code's stack, as asyncio records it for handles in debug mode
+/// (`asyncio.format_helpers.extract_stack`). Called from Rust, the innermost Python frame
+/// is the code that called into the loop, so no frame needs trimming.
+pub fn extract_stack(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let extract = EXTRACT_STACK.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("asyncio.format_helpers")?
+                .getattr("extract_stack")?
+                .unbind(),
+        )
+    })?;
+    let frame = py.import("sys")?.call_method1("_getframe", (0,))?;
+    extract.bind(py).call1((frame,))
 }
