@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,8 @@ pub struct LoopCore {
     /// An emptied batch buffer kept for reuse by the next iteration.
     spare_batch: Mutex<VecDeque<Ready>>,
     timers: Mutex<TimerQueue<QueuedTimer>>,
+    /// `timers.cancel_counter()`, kept here so scheduling a timer takes the lock once.
+    timer_cancel_counter: Arc<AtomicUsize>,
     io: Mutex<IoRegistry<Py<Handle>>>,
     poller: Poller,
     waker: Arc<Waker>,
@@ -129,7 +131,7 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
-        let counter = core.timers.lock().cancel_counter();
+        let counter = Arc::clone(&core.timer_cancel_counter);
         let timer = TimerHandle::new(
             Callback::new(py, callback, args, context, core.is_debug())?,
             when,
@@ -251,7 +253,9 @@ impl LoopCore {
     fn run_entry(slf: &Bound<'_, Self>, entry: &Ready) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        core.callbacks_run.fetch_add(1, Ordering::Relaxed);
+        // Only the loop thread writes the counter: a plain store avoids a locked RMW.
+        let started_count = core.callbacks_run.load(Ordering::Relaxed) + 1;
+        core.callbacks_run.store(started_count, Ordering::Relaxed);
         let debug = core.is_debug();
         let started = if debug {
             // asyncio's default exception handler reads the running handle from here.
@@ -332,10 +336,12 @@ impl LoopCore {
                 WAKER_TOKEN,
             )
             .map_err(os_error)?;
+        let timers = TimerQueue::new();
         Ok(LoopCore {
             ready: Mutex::new(ReadyQueue::new()),
             spare_batch: Mutex::new(VecDeque::new()),
-            timers: Mutex::new(TimerQueue::new()),
+            timer_cancel_counter: timers.cancel_counter(),
+            timers: Mutex::new(timers),
             io: Mutex::new(IoRegistry::new()),
             poller,
             waker: Arc::new(waker),

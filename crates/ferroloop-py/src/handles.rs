@@ -138,7 +138,7 @@ impl Callback {
 }
 
 /// A callback scheduled with `call_soon`, `call_soon_threadsafe` or `add_reader`.
-#[pyclass(frozen, weakref, module = "ferroloop._ferroloop")]
+#[pyclass(frozen, freelist = 8192, weakref, module = "ferroloop._ferroloop")]
 pub struct Handle {
     pub(crate) inner: Callback,
 }
@@ -188,7 +188,7 @@ impl Handle {
 }
 
 /// A callback scheduled with `call_later` or `call_at`.
-#[pyclass(frozen, weakref, module = "ferroloop._ferroloop")]
+#[pyclass(frozen, freelist = 8192, weakref, module = "ferroloop._ferroloop")]
 pub struct TimerHandle {
     pub(crate) inner: Callback,
     when: f64,
