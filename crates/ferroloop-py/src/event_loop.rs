@@ -132,12 +132,8 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
         let counter = Arc::clone(&core.timer_cancel_counter);
-        let timer = TimerHandle::new(
-            Callback::new(py, callback, args, context, core.is_debug())?,
-            when,
-            counter,
-        );
-        let timer = Py::new(py, timer)?;
+        let inner = Callback::new(py, callback, args, context, core.is_debug())?;
+        let timer = TimerHandle::create(py, inner, when, counter)?;
         core.timers
             .lock()
             .push(when, QueuedTimer(timer.clone_ref(py)));
@@ -436,11 +432,9 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_checks(slf, &callback, "call_soon", true)?;
         }
-        let handle = Py::new(
+        let handle = Handle::create(
             py,
-            Handle {
-                inner: Callback::new(py, callback, args, context, core.is_debug())?,
-            },
+            Callback::new(py, callback, args, context, core.is_debug())?,
         )?;
         core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
         Ok(handle)
@@ -459,11 +453,9 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
         }
-        let handle = Py::new(
+        let handle = Handle::create(
             py,
-            Handle {
-                inner: Callback::new(py, callback, args, context, core.is_debug())?,
-            },
+            Callback::new(py, callback, args, context, core.is_debug())?,
         )?;
         core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
         core.waker.wake().map_err(os_error)?;
@@ -602,11 +594,9 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Py::new(
+        let handle = Handle::create(
             py,
-            Handle {
-                inner: Callback::new(py, callback, args, None, core.is_debug())?,
-            },
+            Callback::new(py, callback, args, None, core.is_debug())?,
         )?;
         let previous = core
             .io

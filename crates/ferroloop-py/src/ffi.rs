@@ -41,3 +41,21 @@ pub fn run_in_context<T>(
     }
     result
 }
+
+/// Makes sure the garbage collector tracks `obj`, a freshly created instance of a GC
+/// pyclass.
+///
+/// PyO3's freelist hands out recycled objects without tracking them again (only a fresh
+/// `tp_alloc` tracks). A handle the collector cannot see hides its references: a cycle
+/// such as `obj -> handle -> obj.method` would never be collected. This restores the
+/// invariant "every live handle is tracked" at the one place handles are created.
+pub fn ensure_gc_tracked(obj: &Bound<'_, PyAny>) {
+    // SAFETY: `obj` is a live, fully initialised instance of a type with Py_TPFLAGS_HAVE_GC
+    // (pyclasses with `__traverse__`); tracking it once is what `tp_alloc` would have done,
+    // and the IsTracked check guarantees we never track it twice.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+            ffi::PyObject_GC_Track(obj.as_ptr().cast());
+        }
+    }
+}

@@ -139,10 +139,31 @@ impl Callback {
     }
 }
 
+/// Allocates a handle pyclass and makes sure the collector tracks it (see
+/// [`ffi::ensure_gc_tracked`]).
+fn new_tracked<T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync>(
+    py: Python<'_>,
+    value: T,
+) -> PyResult<Py<T>>
+where
+    T: Into<pyo3::PyClassInitializer<T>>,
+{
+    let obj = Bound::new(py, value)?;
+    ffi::ensure_gc_tracked(obj.as_any());
+    Ok(obj.unbind())
+}
+
 /// A callback scheduled with `call_soon`, `call_soon_threadsafe` or `add_reader`.
 #[pyclass(frozen, freelist = 8192, weakref, module = "ferroloop._ferroloop")]
 pub struct Handle {
     pub(crate) inner: Callback,
+}
+
+impl Handle {
+    /// A new, GC-tracked handle for `inner`.
+    pub fn create(py: Python<'_>, inner: Callback) -> PyResult<Py<Handle>> {
+        new_tracked(py, Handle { inner })
+    }
 }
 
 #[pymethods]
@@ -199,14 +220,24 @@ pub struct TimerHandle {
 }
 
 impl TimerHandle {
-    /// A timer that is about to be pushed into the queue owning `cancel_counter`.
-    pub fn new(inner: Callback, when: f64, cancel_counter: Arc<AtomicUsize>) -> Self {
-        TimerHandle {
-            inner,
-            when,
-            scheduled: AtomicBool::new(true),
-            cancel_counter,
-        }
+    /// A new, GC-tracked timer that is about to be pushed into the queue owning
+    /// `cancel_counter`.
+    pub fn create(
+        py: Python<'_>,
+        inner: Callback,
+        when: f64,
+        cancel_counter: Arc<AtomicUsize>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let scheduled = AtomicBool::new(true);
+        new_tracked(
+            py,
+            TimerHandle {
+                inner,
+                when,
+                scheduled,
+                cancel_counter,
+            },
+        )
     }
 }
 
