@@ -1,0 +1,349 @@
+"""What the CPython asyncio conformance run selects, excludes and keeps on TestLoop.
+
+This file is data only; it is read by ``run_cpython_asyncio.py`` (the runner)
+and by ``ferroloop_cpython_bootstrap.py`` (the per-module child process).
+Every entry carries a reason; ``tests/cpython/README.md`` explains the policy.
+
+Matching rules for the per-test tables (EXCLUDED_TESTS, KEEP_TESTLOOP):
+
+* ``module`` is the short module name, e.g. ``"test_tasks"``.
+* ``target`` is an fnmatch pattern.  A pattern with a ``.`` is matched
+  against ``"ClassName.test_method"``; a pattern without a ``.`` is matched
+  against the class name alone (the whole class).  ``"*.test_foo"`` means
+  ``test_foo`` in every class of the module.
+* ``loops`` restricts an entry to some loop kinds (``"ferroloop"``,
+  ``"asyncio"``); empty means every kind.
+* ``min_py`` / ``max_py`` restrict an entry to a range of Python versions
+  (inclusive, ``(major, minor)``); ``None`` means unbounded.  Use them for
+  tests that exist only in some versions, so that the runner's "stale
+  exclusion" check stays meaningful.
+* ``platforms`` restricts an entry to ``sys.platform`` prefixes (for classes
+  that only exist on some platforms); empty means every platform.
+
+The class that runs ``EventLoopTestsMixin`` against the loop under test is
+built by the bootstrap.  It is called ``FerroloopEventLoopTests`` under
+``--loop ferroloop`` and ``AsyncioEventLoopTests`` under ``--loop asyncio``;
+entries written for ``FerroloopEventLoopTests`` apply to both.
+
+Excluded tests are still collected: the bootstrap turns them into unittest
+skips whose reason starts with EXCLUDED_PREFIX, so they are reported in the
+"excluded" column, never silently dropped.
+"""
+
+from collections import namedtuple
+
+EXCLUDED_PREFIX = "[excluded] "
+
+Entry = namedtuple("Entry",
+                   "module target reason loops min_py max_py platforms")
+
+
+def entry(module, target, reason, loops=(), min_py=None, max_py=None,
+          platforms=()):
+    return Entry(module, target, reason, tuple(loops), min_py, max_py,
+                 tuple(platforms))
+
+
+# ---------------------------------------------------------------------------
+# Module selection
+# ---------------------------------------------------------------------------
+
+# Must pass completely (except the single-test exclusions below) for the
+# phase to be green.  A required module absent from the running Python (e.g.
+# test_timeouts / test_taskgroups before 3.11) is reported "absent" and does
+# not fail the run.
+REQUIRED_MODULES = [
+    "test_futures",
+    "test_futures2",
+    "test_tasks",
+    "test_locks",
+    "test_queues",
+    "test_timeouts",
+    "test_taskgroups",
+    "test_waitfor",
+    "test_runners",
+    "test_context",
+    "test_pep492",
+    "test_threads",
+    "test_events",
+]
+
+# Never run, not even with --all: they test the internals of another loop
+# implementation (asyncio's BaseEventLoop / selector / proactor machinery,
+# Windows-only code), not the public event-loop contract that ferroloop
+# implements.  Running them "against ferroloop" would mean running them
+# against asyncio.
+EXCLUDED_MODULES = {
+    "test_base_events": (
+        "tests asyncio.BaseEventLoop internals (_run_once, _ready, _scheduled, "
+        "_selector, mocked sockets in base_events); ferroloop.Loop is not a "
+        "BaseEventLoop"),
+    "test_selector_events": (
+        "tests asyncio.selector_events (BaseSelectorEventLoop, "
+        "_SelectorSocketTransport) with mocked selectors; another loop's "
+        "transport internals"),
+    "test_proactor_events": (
+        "tests asyncio.proactor_events (Windows IOCP proactor loop and its "
+        "transports) with mocks; another loop's internals"),
+    "test_windows_events": "Windows-only (ProactorEventLoop, IocpProactor)",
+    "test_windows_utils": "Windows-only (asyncio.windows_utils pipes)",
+}
+
+# ---------------------------------------------------------------------------
+# Whole classes excluded (reported as excluded, one skip per test)
+# ---------------------------------------------------------------------------
+
+_SELECTOR_CLASS = (
+    "runs EventLoopTestsMixin/SubprocessTestsMixin against asyncio."
+    "SelectorEventLoop (another loop); the loop-generic tests are re-run "
+    "against the loop under test by FerroloopEventLoopTests")
+
+EXCLUDED_CLASSES = [
+    # test_events: the per-selector copies of the generic tests.
+    entry("test_events", "SelectEventLoopTests", _SELECTOR_CLASS),
+    entry("test_events", "PollEventLoopTests", _SELECTOR_CLASS),
+    entry("test_events", "EPollEventLoopTests", _SELECTOR_CLASS),
+    entry("test_events", "KqueueEventLoopTests", _SELECTOR_CLASS,
+          platforms=("darwin", "freebsd", "openbsd", "netbsd")),
+    entry("test_events", "ProactorEventLoopTests", _SELECTOR_CLASS,
+          platforms=("win32",)),
+
+    # test_unix_events (informational, --all only)
+    entry("test_unix_events", "SelectorEventLoopSignalTests",
+          "tests asyncio.SelectorEventLoop's signal-handler internals "
+          "(_signal_handlers, signal.set_wakeup_fd with _csock) on a stock "
+          "SelectorEventLoop; another loop's internals"),
+    entry("test_unix_events", "SelectorEventLoopUnixSocketTests",
+          "constructs asyncio.SelectorEventLoop() explicitly and tests its "
+          "unix-socket plumbing; another loop's internals"),
+    entry("test_unix_events", "UnixReadPipeTransportTests",
+          "unit tests of asyncio.unix_events._UnixReadPipeTransport driven by "
+          "TestLoop.assert_reader/_add_reader; another loop's transport"),
+    entry("test_unix_events", "UnixWritePipeTransportTests",
+          "unit tests of asyncio.unix_events._UnixWritePipeTransport driven by "
+          "TestLoop.assert_writer/_add_writer; another loop's transport"),
+    entry("test_unix_events", "SafeChildWatcherTests",
+          "unit tests of asyncio's SafeChildWatcher internals with a mocked "
+          "os.waitpid and TestLoop; not loop behaviour"),
+    entry("test_unix_events", "FastChildWatcherTests",
+          "unit tests of asyncio's FastChildWatcher internals with a mocked "
+          "os.waitpid and TestLoop; not loop behaviour"),
+    entry("test_unix_events", "SelectorEventLoopUnixSockSendfileTests",
+          "tests BaseSelectorEventLoop._sock_sendfile_native internals"),
+]
+
+# Informational modules whose generic tests are parametrised by per-loop
+# classes (create_event_loop() returning asyncio.SelectorEventLoop with some
+# selector).  The bootstrap clones the class named here into
+# "Ferroloop<Name>" whose create_event_loop() returns the loop under test;
+# the per-selector originals are excluded below, since they would only test
+# asyncio again.
+RETARGET_CLASSES = [
+    entry("test_sendfile", "SelectEventLoopTests", "sendfile tests"),
+    entry("test_sock_lowlevel", "SelectEventLoopTests", "sock_* tests"),
+    entry("test_buffered_proto", "BufferedProtocolSelectorTests",
+          "BufferedProtocol tests"),
+    entry("test_server", "SelectorStartServerTests", "start_server tests"),
+    entry("test_sslproto", "SelectorStartTLSTests", "start_tls tests"),
+]
+
+_PER_SELECTOR = (
+    "per-selector copy of the generic tests run against asyncio."
+    "SelectorEventLoop (another loop); the generic tests run against the "
+    "loop under test in the Ferroloop* clone (RETARGET_CLASSES)")
+for _m in ("test_sendfile", "test_sock_lowlevel"):
+    EXCLUDED_CLASSES += [
+        entry(_m, "SelectEventLoopTests", _PER_SELECTOR),
+        entry(_m, "PollEventLoopTests", _PER_SELECTOR),
+        entry(_m, "EPollEventLoopTests", _PER_SELECTOR),
+        entry(_m, "KqueueEventLoopTests", _PER_SELECTOR,
+              platforms=("darwin", "freebsd", "openbsd", "netbsd")),
+        entry(_m, "ProactorEventLoopTests", _PER_SELECTOR,
+              platforms=("win32",)),
+    ]
+EXCLUDED_CLASSES += [
+    entry("test_buffered_proto", "BufferedProtocolSelectorTests",
+          _PER_SELECTOR),
+    entry("test_buffered_proto", "BufferedProtocolProactorTests",
+          _PER_SELECTOR, platforms=("win32",)),
+    entry("test_server", "SelectorStartServerTests", _PER_SELECTOR),
+    entry("test_server", "ProactorStartServerTests", _PER_SELECTOR,
+          platforms=("win32",)),
+    entry("test_sslproto", "SelectorStartTLSTests", _PER_SELECTOR),
+    entry("test_sslproto", "ProactorStartTLSTests", _PER_SELECTOR,
+          platforms=("win32",)),
+]
+
+
+# ---------------------------------------------------------------------------
+# Single tests excluded (reported as excluded)
+# ---------------------------------------------------------------------------
+
+_NET = ("networking: {} lands in the transports issue (not implemented in "
+        "ferroloop yet)")
+_PIPE = ("pipes: {} lands in the pipes/subprocess issue (not implemented in "
+         "ferroloop yet)")
+_SIG = ("signals: add_signal_handler lands in the signals issue (not "
+        "implemented in ferroloop yet)")
+_FEL = "FerroloopEventLoopTests.{}"
+
+
+def _events(test, reason, **kw):
+    return entry("test_events", _FEL.format(test), reason, **kw)
+
+
+EXCLUDED_TESTS = [
+    # ---- test_events / EventLoopTestsMixin: networking -------------------
+    _events("test_create_connection", _NET.format("create_connection")),
+    _events("test_create_unix_connection",
+            _NET.format("create_unix_connection")),
+    _events("test_create_ssl_connection",
+            _NET.format("create_connection(ssl=...)")),
+    _events("test_create_ssl_unix_connection",
+            _NET.format("create_unix_connection(ssl=...)")),
+    _events("test_create_connection_local_addr",
+            _NET.format("create_connection(local_addr=...)")),
+    _events("test_create_connection_local_addr_skip_different_family",
+            _NET.format("create_connection(local_addr=...)"), min_py=(3, 10)),
+    _events("test_create_connection_local_addr_nomatch_family",
+            _NET.format("create_connection(local_addr=...)"), min_py=(3, 10)),
+    _events("test_create_connection_local_addr_in_use",
+            _NET.format("create_connection(local_addr=...)")),
+    _events("test_connect_accepted_socket",
+            _NET.format("connect_accepted_socket")),
+    _events("test_ssl_connect_accepted_socket",
+            _NET.format("connect_accepted_socket(ssl=...)")),
+    _events("test_connect_accepted_socket_ssl_timeout_for_plain_socket",
+            _NET.format("connect_accepted_socket")),
+    _events("test_create_server", _NET.format("create_server")),
+    _events("test_create_server_trsock", _NET.format("create_server"),
+            min_py=(3, 12)),
+    _events("test_create_server_multiple_hosts_ipv4",
+            _NET.format("create_server (patches asyncio.base_events.socket)")),
+    _events("test_create_server_multiple_hosts_ipv6",
+            _NET.format("create_server (patches asyncio.base_events.socket)")),
+    _events("test_create_server_reuse_port",
+            _NET.format("create_server(reuse_port=True)")),
+    _events("test_create_unix_server", _NET.format("create_unix_server")),
+    _events("test_create_unix_server_path_socket_error",
+            _NET.format("create_unix_server")),
+    _events("test_create_server_ssl", _NET.format("create_server(ssl=...)")),
+    _events("test_create_unix_server_ssl",
+            _NET.format("create_unix_server(ssl=...)")),
+    _events("test_create_server_ssl_verify_failed",
+            _NET.format("create_server(ssl=...)")),
+    _events("test_create_unix_server_ssl_verify_failed",
+            _NET.format("create_unix_server(ssl=...)")),
+    _events("test_create_server_ssl_match_failed",
+            _NET.format("create_server(ssl=...)")),
+    _events("test_create_unix_server_ssl_verified",
+            _NET.format("create_unix_server(ssl=...)")),
+    _events("test_create_server_ssl_verified",
+            _NET.format("create_server(ssl=...)")),
+    _events("test_create_server_sock", _NET.format("create_server(sock=...)")),
+    _events("test_create_server_addr_in_use", _NET.format("create_server")),
+    _events("test_create_server_dual_stack", _NET.format("create_server")),
+    _events("test_server_close", _NET.format("create_server / Server.close")),
+    _events("test_create_datagram_endpoint",
+            _NET.format("create_datagram_endpoint")),
+    _events("test_create_datagram_endpoint_ipv6",
+            _NET.format("create_datagram_endpoint")),
+    _events("test_create_datagram_endpoint_sock",
+            _NET.format("create_datagram_endpoint(sock=...)")),
+    _events("test_datagram_send_to_non_listening_address",
+            _NET.format("create_datagram_endpoint"), min_py=(3, 13)),
+    _events("test_prompt_cancellation",
+            _NET.format("sock_recv (and BaseSelectorEventLoop._stop_serving)")),
+
+    # ---- test_events / EventLoopTestsMixin: pipes and ptys ----------------
+    _events("test_read_pipe", _PIPE.format("connect_read_pipe")),
+    _events("test_unclosed_pipe_transport", _PIPE.format("connect_read_pipe")),
+    _events("test_read_pty_output", _PIPE.format("connect_read_pipe on a pty")),
+    _events("test_write_pipe", _PIPE.format("connect_write_pipe")),
+    _events("test_write_pipe_disconnect_on_close",
+            _PIPE.format("connect_write_pipe")),
+    _events("test_write_pty", _PIPE.format("connect_write_pipe on a pty")),
+    _events("test_bidirectional_pty",
+            _PIPE.format("connect_read_pipe/connect_write_pipe on a pty")),
+
+    # ---- test_events / EventLoopTestsMixin: signals -----------------------
+    _events("test_add_signal_handler", _SIG),
+    _events("test_signal_handling_while_selecting", _SIG),
+    _events("test_signal_handling_args", _SIG),
+
+    # ---- test_events: other classes -----------------------------------------
+    entry("test_events", "TestPyGetEventLoop",
+          "signals: GetEventLoopTestsMixin.setUp attaches asyncio."
+          "SafeChildWatcher, whose attach_loop() calls "
+          "loop.add_signal_handler(SIGCHLD) (signals issue); the tests pass "
+          "on ferroloop when the watcher is bypassed"),
+    entry("test_events", "TestCGetEventLoop",
+          "signals: GetEventLoopTestsMixin.setUp attaches asyncio."
+          "SafeChildWatcher, whose attach_loop() calls "
+          "loop.add_signal_handler(SIGCHLD) (signals issue); the tests pass "
+          "on ferroloop when the watcher is bypassed"),
+    entry("test_events", "TestServer.test_get_loop",
+          _NET.format("create_server")),
+
+    # ---- test_events / EventLoopTestsMixin: BaseEventLoop internals -------
+    _events("test_timeout_rounding",
+            "BaseEventLoop internals: wraps loop._run_once and reads "
+            "loop._clock_resolution / loop._selector, which only "
+            "BaseEventLoop has"),
+]
+
+
+# ---------------------------------------------------------------------------
+# Tests that keep asyncio's TestLoop although they call new_test_loop()
+# without a generator (the bootstrap normally gives those the loop under
+# test).  They introspect BaseEventLoop/TestLoop internals, so they cannot
+# run on another loop; they are counted in the "vclock/TestLoop" column,
+# never as having exercised ferroloop.
+# ---------------------------------------------------------------------------
+
+_GATHER_KEEP = (
+    "GatherTestsBase drives its two loops with `while loop._ready: "
+    "run_briefly(loop)` (BaseEventLoop._ready); ferroloop provides _ready "
+    "and _run_once, loops without them keep TestLoop")
+
+KEEP_TESTLOOP = [
+    entry("test_tasks", "CoroutineGatherTests.test_issue46672",
+          "patches asyncio.base_events.BaseEventLoop.call_exception_handler "
+          "and asserts on loop.call_exception_handler; only a BaseEventLoop "
+          "subclass sees that patch (ferroloop copies the function into its "
+          "own class), so the gather() behaviour is checked on TestLoop"),
+    # Loops without BaseEventLoop's _ready/_run_once (uvloop self-check).
+    # ferroloop exposes both, so these run on ferroloop.
+    entry("test_tasks", "*.test_log_destroyed_pending_task",
+          "calls loop._run_once() and reads loop._ready (BaseEventLoop "
+          "internals) to step the loop exactly once", loops=("uvloop",)),
+    entry("test_tasks", "FutureGatherTests", _GATHER_KEEP,
+          loops=("uvloop",)),
+    entry("test_tasks", "CoroutineGatherTests", _GATHER_KEEP,
+          loops=("uvloop",)),
+]
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by the runner and the bootstrap
+# ---------------------------------------------------------------------------
+
+def applies(e, loop_kind, py, platform=None):
+    """Whether entry ``e`` is active for this loop kind, Python version and
+    platform (default: this process's sys.platform)."""
+    import sys
+    platform = sys.platform if platform is None else platform
+    if e.loops and loop_kind not in e.loops:
+        return False
+    if e.platforms and not any(platform.startswith(p) for p in e.platforms):
+        return False
+    if e.min_py is not None and tuple(py[:2]) < tuple(e.min_py):
+        return False
+    if e.max_py is not None and tuple(py[:2]) > tuple(e.max_py):
+        return False
+    return True
+
+
+def entries_for(table, module, loop_kind, py):
+    return [e for e in table
+            if e.module == module and applies(e, loop_kind, py)]

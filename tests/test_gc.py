@@ -1,0 +1,79 @@
+"""Garbage collection of handles and loops.
+
+Handles hold their callback, arguments and context; cycles through them (an object that
+keeps the handle of one of its own methods, a loop abandoned with callbacks pending that
+reference it) must be collectable on ferroloop exactly as on asyncio, and an abandoned
+loop must give back its file descriptors.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import warnings
+import weakref
+
+
+class Holder:
+    def method(self):
+        pass
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_cycle_through_a_run_handle_is_collected(new_loop):
+    loop = new_loop()
+    holder = Holder()
+    holder.handle = loop.call_soon(holder.method)
+    alive = weakref.ref(holder)
+    del holder
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert alive() is None
+
+
+def test_cycle_through_a_cancelled_timer_is_collected(new_loop):
+    loop = new_loop()
+    holder = Holder()
+    holder.timer = loop.call_later(3600, holder.method)
+    holder.timer.cancel()
+    alive = weakref.ref(holder)
+    del holder
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.close()
+    gc.collect()
+    assert alive() is None
+
+
+def test_every_new_handle_is_tracked_by_the_collector(new_loop):
+    # Recycled handle objects must be tracked too: create and drop many, then check.
+    loop = new_loop()
+    for _ in range(3):
+        handles = [loop.call_soon(Holder().method) for _ in range(2000)]
+        handles += [loop.call_later(3600, Holder().method) for _ in range(2000)]
+        assert all(gc.is_tracked(h) for h in handles)
+        for h in handles:
+            h.cancel()
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        del handles
+
+
+def test_abandoned_loops_with_pending_callbacks_are_collected(flavor):
+    before = _open_fds()
+    loops = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        for _ in range(50):
+            loop = flavor.new_loop()
+            loop.call_soon(loop.stop)
+            loop.call_later(3600, loop.time)
+            loops.append(weakref.ref(loop))
+            del loop
+        gc.collect()
+    assert sum(ref() is not None for ref in loops) == 0
+    assert _open_fds() <= before
