@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
     # Warnings are errors for the tests of this directory (not for the
     # subdirectories, e.g. tests/cpython, which have their own policy).
     for item in items:
-        if pathlib.Path(str(item.fspath)).resolve().parent == _HERE:
+        if pathlib.Path(str(getattr(item, "path", item.fspath))).resolve().parent == _HERE:
             item.add_marker(pytest.mark.filterwarnings("error"), append=False)
 
 

@@ -64,11 +64,12 @@ def test_run_in_executor_rejects_kwargs(compare):
 def test_run_in_executor_runs_in_parallel(loop):
     async def main():
         t0 = time.monotonic()
-        await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.05) for _ in range(4)))
+        await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.1) for _ in range(5)))
         return time.monotonic() - t0
 
-    # four 50ms sleeps on the default (>= 5 workers) pool overlap
-    assert loop.run_until_complete(main()) < 0.18
+    # five 100ms sleeps on the default (>= 5 workers) pool overlap: ~0.1s,
+    # far from the 0.5s they would take one after the other
+    assert loop.run_until_complete(main()) < 0.35
 
 
 def test_run_in_custom_executor(compare):

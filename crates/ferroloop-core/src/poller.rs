@@ -23,6 +23,17 @@ pub struct Interest {
 }
 
 impl Interest {
+    /// Readability only.
+    pub const READABLE: Interest = Interest {
+        readable: true,
+        writable: false,
+    };
+    /// Writability only.
+    pub const WRITABLE: Interest = Interest {
+        readable: false,
+        writable: true,
+    };
+
     /// No readiness at all: the fd should not be registered.
     pub fn is_empty(self) -> bool {
         !self.readable && !self.writable
@@ -191,16 +202,7 @@ mod tests {
     fn reports_readable_until_drained() {
         let poller = Poller::new().unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
-        poller
-            .add(
-                b.as_raw_fd(),
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                7,
-            )
-            .unwrap();
+        poller.add(b.as_raw_fd(), Interest::READABLE, 7).unwrap();
         let mut events = Events::with_capacity(8);
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
         a.write_all(b"x").unwrap();
@@ -229,26 +231,8 @@ mod tests {
         let poller = Poller::new().unwrap();
         let (_a, b) = UnixStream::pair().unwrap();
         let fd = b.as_raw_fd();
-        poller
-            .add(
-                fd,
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                1,
-            )
-            .unwrap();
-        poller
-            .modify(
-                fd,
-                Interest {
-                    readable: false,
-                    writable: true,
-                },
-                2,
-            )
-            .unwrap();
+        poller.add(fd, Interest::READABLE, 1).unwrap();
+        poller.modify(fd, Interest::WRITABLE, 2).unwrap();
         let mut events = Events::with_capacity(8);
         poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
         assert_eq!(
@@ -268,16 +252,7 @@ mod tests {
     fn hangup_wakes_readers_and_writers() {
         let poller = Poller::new().unwrap();
         let (a, b) = UnixStream::pair().unwrap();
-        poller
-            .add(
-                b.as_raw_fd(),
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                3,
-            )
-            .unwrap();
+        poller.add(b.as_raw_fd(), Interest::READABLE, 3).unwrap();
         drop(a);
         let mut events = Events::with_capacity(8);
         poller
@@ -291,30 +266,14 @@ mod tests {
     fn regular_files_are_refused_with_eperm() {
         let poller = Poller::new().unwrap();
         let file = std::fs::File::open("/proc/self/stat").unwrap();
-        let err = poller.add(
-            file.as_raw_fd(),
-            Interest {
-                readable: true,
-                writable: false,
-            },
-            0,
-        );
+        let err = poller.add(file.as_raw_fd(), Interest::READABLE, 0);
         assert_eq!(err.unwrap_err().raw_os_error(), Some(libc::EPERM));
     }
 
     #[test]
     fn bad_fd_keeps_errno() {
         let poller = Poller::new().unwrap();
-        let err = poller
-            .add(
-                987_654,
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                0,
-            )
-            .unwrap_err();
+        let err = poller.add(987_654, Interest::READABLE, 0).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     }
 

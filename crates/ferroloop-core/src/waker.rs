@@ -56,11 +56,17 @@ impl Waker {
     }
 
     /// Consumes pending wake-ups; call before looking at the work they announce.
+    ///
+    /// The fd is read *before* the flag is cleared. The other order loses wake-ups: a
+    /// `wake` between clearing and reading would set the flag and write, the read would
+    /// swallow that write, and every later `wake` would see the flag set and skip its
+    /// write while the fd stays empty. In this order a `wake` that skips its write ran
+    /// before the flag was cleared, so its work is visible to the caller's next look.
     pub fn drain(&self) {
-        self.pending.store(false, Ordering::Release);
         let mut buf: u64 = 0;
         // Non-blocking read into a live 8-byte integer; EAGAIN just means nothing pending.
         let _ = syscall!(read(self.fd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8));
+        self.pending.store(false, Ordering::Release);
     }
 
     /// Whether a wake-up was sent and not yet drained.
@@ -80,16 +86,7 @@ mod tests {
     fn wake_interrupts_a_blocking_wait_from_another_thread() {
         let poller = Poller::new().unwrap();
         let waker = Arc::new(Waker::new().unwrap());
-        poller
-            .add(
-                waker.fd(),
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                42,
-            )
-            .unwrap();
+        poller.add(waker.fd(), Interest::READABLE, 42).unwrap();
         let remote = Arc::clone(&waker);
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -111,16 +108,7 @@ mod tests {
     fn wakes_coalesce_until_drained() {
         let poller = Poller::new().unwrap();
         let waker = Waker::new().unwrap();
-        poller
-            .add(
-                waker.fd(),
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                1,
-            )
-            .unwrap();
+        poller.add(waker.fd(), Interest::READABLE, 1).unwrap();
         for _ in 0..1000 {
             waker.wake().unwrap();
         }
@@ -136,16 +124,7 @@ mod tests {
     fn many_threads_never_lose_a_wake() {
         let waker = Arc::new(Waker::new().unwrap());
         let poller = Poller::new().unwrap();
-        poller
-            .add(
-                waker.fd(),
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                1,
-            )
-            .unwrap();
+        poller.add(waker.fd(), Interest::READABLE, 1).unwrap();
         let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {

@@ -115,6 +115,27 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Queues `callback(*args)` for the next iteration; `method` names the public method
+    /// in debug-mode errors (only `call_soon` is bound to the loop's thread).
+    fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let debug = core.is_debug();
+        if debug {
+            Self::debug_checks(slf, &callback, method, method == "call_soon")?;
+        }
+        let handle = Handle::create(py, Callback::new(py, callback, args, context, debug)?)?;
+        core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
+        Ok(handle)
+    }
+
     fn schedule_timer(
         slf: &Bound<'_, Self>,
         when: f64,
@@ -323,14 +344,7 @@ impl LoopCore {
         let poller = Poller::new().map_err(os_error)?;
         let waker = Waker::new().map_err(os_error)?;
         poller
-            .add(
-                waker.fd(),
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-                WAKER_TOKEN,
-            )
+            .add(waker.fd(), Interest::READABLE, WAKER_TOKEN)
             .map_err(os_error)?;
         let timers = TimerQueue::new();
         Ok(LoopCore {
@@ -426,20 +440,10 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let core = slf.get();
-        core.check_closed()?;
-        if core.is_debug() {
-            Self::debug_checks(slf, &callback, "call_soon", true)?;
-        }
-        let handle = Handle::create(
-            py,
-            Callback::new(py, callback, args, context, core.is_debug())?,
-        )?;
-        core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
-        Ok(handle)
+        Self::schedule_soon(slf, callback, args, context, "call_soon")
     }
 
+    /// `call_soon` that may be called from any thread: also wakes the loop's poller.
     #[pyo3(signature = (callback, *args, context=None))]
     fn call_soon_threadsafe(
         slf: &Bound<'_, Self>,
@@ -447,18 +451,8 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let core = slf.get();
-        core.check_closed()?;
-        if core.is_debug() {
-            Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
-        }
-        let handle = Handle::create(
-            py,
-            Callback::new(py, callback, args, context, core.is_debug())?,
-        )?;
-        core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
-        core.waker.wake().map_err(os_error)?;
+        let handle = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe")?;
+        slf.get().waker.wake().map_err(os_error)?;
         Ok(handle)
     }
 

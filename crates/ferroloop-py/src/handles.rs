@@ -166,49 +166,59 @@ impl Handle {
     }
 }
 
-#[pymethods]
-impl Handle {
+/// The `#[pymethods]` both handle classes share (they wrap the same [`Callback`]), plus
+/// the class's own methods given in braces.
+macro_rules! handle_pymethods {
+    ($class:ident { $($own:tt)* }) => {
+        #[pymethods]
+        impl $class {
+            fn cancelled(&self) -> bool {
+                self.inner.is_cancelled()
+            }
+
+            fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+                self.inner.context.clone_ref(py)
+            }
+
+            /// Runs the callback now, in its context (errors propagate to the caller).
+            fn _run(&self, py: Python<'_>) -> PyResult<()> {
+                self.inner.run(py)
+            }
+
+            #[getter]
+            fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
+                self.inner.callback.clone_ref(py)
+            }
+
+            #[getter]
+            fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
+                self.inner.args.clone_ref(py)
+            }
+
+            #[getter]
+            fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.inner.source_traceback(py)
+            }
+
+            fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+                self.inner.traverse(&visit)
+            }
+
+            $($own)*
+        }
+    };
+}
+
+handle_pymethods!(Handle {
     /// Prevents the callback from running if it has not run yet.
     pub(crate) fn cancel(&self) {
         self.inner.cancel();
     }
 
-    fn cancelled(&self) -> bool {
-        self.inner.is_cancelled()
-    }
-
-    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.context.clone_ref(py)
-    }
-
-    /// Runs the callback now, in its context (errors propagate to the caller).
-    fn _run(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.run(py)
-    }
-
-    #[getter]
-    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.callback.clone_ref(py)
-    }
-
-    #[getter]
-    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
-        self.inner.args.clone_ref(py)
-    }
-
-    #[getter]
-    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.source_traceback(py)
-    }
-
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.inner.describe(py, "Handle", None)
     }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.inner.traverse(&visit)
-    }
-}
+});
 
 /// A callback scheduled with `call_later` or `call_at`.
 #[pyclass(frozen, freelist = 8192, weakref, module = "ferroloop._ferroloop")]
@@ -241,8 +251,7 @@ impl TimerHandle {
     }
 }
 
-#[pymethods]
-impl TimerHandle {
+handle_pymethods!(TimerHandle {
     /// Prevents the callback from running; tells the timer queue if still queued.
     fn cancel(&self) {
         if self.inner.cancel() && self.scheduled.load(Ordering::Acquire) {
@@ -250,36 +259,9 @@ impl TimerHandle {
         }
     }
 
-    fn cancelled(&self) -> bool {
-        self.inner.is_cancelled()
-    }
-
-    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.context.clone_ref(py)
-    }
-
     /// The absolute loop time the callback is scheduled for.
     fn when(&self) -> f64 {
         self.when
-    }
-
-    fn _run(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.run(py)
-    }
-
-    #[getter]
-    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.callback.clone_ref(py)
-    }
-
-    #[getter]
-    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
-        self.inner.args.clone_ref(py)
-    }
-
-    #[getter]
-    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.source_traceback(py)
     }
 
     #[getter]
@@ -290,11 +272,7 @@ impl TimerHandle {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.inner.describe(py, "TimerHandle", Some(self.when))
     }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.inner.traverse(&visit)
-    }
-}
+});
 
 /// Python's `repr(float)` for the values loop times take (finite, positive).
 fn fmt_float(value: f64) -> String {

@@ -17,7 +17,9 @@ mod py;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// The loop relies on the GIL to serialise Python-side state (handles, the exception
+// handler, `_current_handle`); on a free-threaded build importing it re-enables the GIL.
+#[pymodule(gil_used = true)]
 mod _ferroloop {
     #[pymodule_export]
     use crate::event_loop::LoopCore;
