@@ -61,6 +61,14 @@ fn side(writer: bool) -> Side {
     }
 }
 
+/// A delay or deadline argument as float seconds; `None` gets asyncio's `TypeError`.
+fn seconds(value: &Bound<'_, PyAny>, none_message: &'static str) -> PyResult<f64> {
+    if value.is_none() {
+        return Err(PyTypeError::new_err(none_message));
+    }
+    value.extract()
+}
+
 /// The Rust core of a ferroloop event loop.
 #[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]
 pub struct LoopCore {
@@ -464,10 +472,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let delay: f64 = delay.extract()?;
+        let delay = seconds(&delay, "delay must not be None")?;
         Self::schedule_timer(slf, clock::monotonic() + delay, callback, args, context)
     }
 
@@ -479,10 +484,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        }
-        let when: f64 = when.extract()?;
+        let when = seconds(&when, "when cannot be None")?;
         Self::schedule_timer(slf, when, callback, args, context)
     }
 
