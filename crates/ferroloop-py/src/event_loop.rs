@@ -46,7 +46,7 @@ use pyo3::PyTraverseError;
 
 use crate::errors::{loop_closed, os_error};
 use crate::handles::{Callback, Handle, QueuedTimer, Ready, TimerHandle};
-use crate::py;
+use crate::{ffi, py};
 
 /// The poll token of the waker (fds are never this large).
 const WAKER_TOKEN: u64 = u64::MAX;
@@ -500,27 +500,36 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let kwargs = PyDict::new(py);
-        if let Some(name) = name.filter(|n| !n.is_none()) {
-            kwargs.set_item(intern!(py, "name"), name)?;
-        }
-        if let Some(context) = context.filter(|c| !c.is_none()) {
-            kwargs.set_item(intern!(py, "context"), context)?;
-        }
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
         if core.is_debug() || !slf.getattr(intern!(py, "_task_factory"))?.is_none() {
+            let kwargs = PyDict::new(py);
+            if let Some(name) = name {
+                kwargs.set_item(intern!(py, "name"), name)?;
+            }
+            if let Some(context) = context {
+                kwargs.set_item(intern!(py, "context"), context)?;
+            }
             let general = slf.getattr(intern!(py, "_create_task_general"))?;
             return Ok(general.call((coro,), Some(&kwargs))?.unbind());
         }
-        kwargs.set_item(intern!(py, "loop"), slf)?;
-        Ok(py::task_type(py)?.call((coro,), Some(&kwargs))?.unbind())
+        let task = py::task_type(py)?;
+        let kwnames = py::loop_kwnames(py, name.is_some(), context.is_some());
+        let slf = slf.as_any();
+        let created = match (&name, &context) {
+            (None, None) => ffi::vectorcall(task, [&coro, slf], kwnames),
+            (Some(n), None) => ffi::vectorcall(task, [&coro, slf, n], kwnames),
+            (None, Some(c)) => ffi::vectorcall(task, [&coro, slf, c], kwnames),
+            (Some(n), Some(c)) => ffi::vectorcall(task, [&coro, slf, n, c], kwnames),
+        };
+        Ok(created?.unbind())
     }
 
-    /// `asyncio.Future` bound to this loop.
+    /// `asyncio.Future(loop=self)`.
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(intern!(py, "loop"), slf)?;
-        Ok(py::future_type(py)?.call((), Some(&kwargs))?.unbind())
+        let kwnames = py::loop_kwnames(py, false, false);
+        Ok(ffi::vectorcall(py::future_type(py)?, [slf.as_any()], kwnames)?.unbind())
     }
 
     /// Asks the running loop to return after the current iteration. Safe to call from a

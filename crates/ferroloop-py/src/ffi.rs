@@ -59,3 +59,32 @@ pub fn ensure_gc_tracked(obj: &Bound<'_, PyAny>) {
         }
     }
 }
+
+/// `callable(*positional, **dict(zip(kwnames, keyword_values)))` through vectorcall, with
+/// `args` = positional values followed by keyword values. Unlike `call(args, kwargs)` it
+/// builds neither an argument tuple nor a keyword dict (the dict is a GC allocation,
+/// which on hot paths such as `create_future` brings garbage collections forward).
+pub fn vectorcall<'py, const N: usize>(
+    callable: &Bound<'py, PyAny>,
+    args: [&Bound<'py, PyAny>; N],
+    kwnames: &Bound<'py, pyo3::types::PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let positional = N - kwnames.len();
+    let pointers = args.map(|arg| arg.as_ptr());
+    // SAFETY: `pointers` holds N borrowed references kept alive by `args` for the whole
+    // call; `kwnames` is a tuple of `N - positional` strings naming the trailing ones, as
+    // the vectorcall protocol requires; the result is a new reference or NULL with an
+    // exception set, which `from_owned_ptr_or_err` turns into `Err`.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyObject_Vectorcall(
+                callable.as_ptr(),
+                pointers.as_ptr(),
+                positional,
+                kwnames.as_ptr(),
+            ),
+        )
+    }
+}

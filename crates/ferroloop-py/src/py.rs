@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyString, PyTuple};
 
 static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -56,4 +57,30 @@ pub fn extract_stack(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     })?;
     let frame = py.import("sys")?.call_method1("_getframe", (0,))?;
     extract.bind(py).call1((frame,))
+}
+
+static KWNAMES: [PyOnceLock<Py<PyTuple>>; 4] = [
+    PyOnceLock::new(),
+    PyOnceLock::new(),
+    PyOnceLock::new(),
+    PyOnceLock::new(),
+];
+
+/// Keyword names of `asyncio.Task(coro, loop=..., [name=...], [context=...])` /
+/// `asyncio.Future(loop=...)` calls, for [`crate::ffi::vectorcall`].
+pub fn loop_kwnames(py: Python<'_>, name: bool, context: bool) -> &Bound<'_, PyTuple> {
+    let (slot, names): (usize, &[&str]) = match (name, context) {
+        (false, false) => (0, &["loop"]),
+        (true, false) => (1, &["loop", "name"]),
+        (false, true) => (2, &["loop", "context"]),
+        (true, true) => (3, &["loop", "name", "context"]),
+    };
+    KWNAMES[slot]
+        .get_or_init(py, || {
+            let names = names.iter().map(|n| PyString::intern(py, n));
+            PyTuple::new(py, names)
+                .expect("a tuple of interned strings")
+                .unbind()
+        })
+        .bind(py)
 }
