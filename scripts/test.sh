@@ -4,6 +4,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 echo "== cargo test (ferroloop-core)"
 cargo test -q -p ferroloop-core
+echo "== stubtest (python/ferroloop/_ferroloop.pyi against the built module)"
+"$VENV_PY" -m mypy.stubtest ferroloop._ferroloop
 echo "== pytest (asyncio and ferroloop)"
 "$VENV_PY" -m pytest tests
 echo "== CPython test_asyncio on ferroloop"

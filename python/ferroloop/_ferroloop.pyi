@@ -1,8 +1,13 @@
 """Type stubs for the Rust extension module ``ferroloop._ferroloop``."""
 
 import contextvars
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, final
 
+from typing_extensions import disjoint_base
+
+__all__ = ["Handle", "LoopCore", "TimerHandle"]
+
+@final
 class Handle:
     """A callback scheduled with call_soon, call_soon_threadsafe or add_reader/add_writer."""
 
@@ -17,6 +22,7 @@ class Handle:
     @property
     def _source_traceback(self) -> Optional[Any]: ...
 
+@final
 class TimerHandle:
     """A callback scheduled with call_later or call_at."""
 
@@ -34,6 +40,7 @@ class TimerHandle:
     @property
     def _scheduled(self) -> bool: ...
 
+@disjoint_base
 class LoopCore:
     """The Rust half of ferroloop.Loop: queues, timers, poller and the run loop."""
 
