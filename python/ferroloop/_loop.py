@@ -96,6 +96,22 @@ _NOT_YET = {
 }
 
 
+# Rust methods that C code (asyncio's Task and Future) looks up on the loop for every
+# step. ``PyObject_GetAttr(loop, "call_soon")`` allocates a new bound method each time;
+# an instance-dict entry (which wins over a method descriptor) hands out a cached one.
+# Measured: sleep(0) ping-pong +7%. ``close()`` removes them again (they reference the
+# loop, so they would otherwise keep it in a reference cycle).
+_BOUND_ONCE = (
+    "call_soon",
+    "call_later",
+    "call_at",
+    "create_future",
+    "create_task",
+    "get_debug",
+    "time",
+)
+
+
 def _not_implemented(name: str, reason: str):
     def method(self, *args, **kwargs):
         raise NotImplementedError(f"ferroloop does not implement loop.{name}() yet: {reason}")
@@ -125,6 +141,8 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         # Callbacks running longer than this (seconds) are logged in debug mode.
         self.slow_callback_duration = 0.1
         self.set_debug(coroutines._is_debug_mode())
+        for name in _BOUND_ONCE:
+            self.__dict__[name] = getattr(self, name)
 
     # -- running and stopping ---------------------------------------------------------
 
@@ -160,6 +178,10 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         if self.get_debug():
             base_events.logger.debug("Close %r", self)
         self._close_core()
+        for name in _BOUND_ONCE:
+            # Leave alone what a user (or a mock) put there in the meantime.
+            if getattr(self.__dict__.get(name), "__self__", None) is self:
+                del self.__dict__[name]
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
