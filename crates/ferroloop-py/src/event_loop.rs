@@ -181,8 +181,8 @@ impl LoopCore {
 
     /// Waits for fd readiness and queues the callbacks of ready fds.
     fn poll(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<()> {
-        let mut events = self.events.lock();
-        let events: &mut Events = &mut events;
+        let mut events_guard = self.events.lock();
+        let events: &mut Events = &mut events_guard;
         let poller = &self.poller;
         let waited = if timeout == Some(Duration::ZERO) {
             poller.wait(events, timeout)
@@ -192,14 +192,14 @@ impl LoopCore {
             self.polling.store(false, Ordering::Release);
             waited
         };
-        match waited {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
+        if let Err(err) = waited {
+            drop(events_guard); // signal handlers are Python code: no lock held
+            if err.kind() == std::io::ErrorKind::Interrupted {
                 // A signal arrived: let Python run its handlers (raises KeyboardInterrupt
                 // for the default SIGINT handler), then carry on with the iteration.
                 return py.check_signals();
             }
-            Err(err) => return Err(os_error(err)),
+            return Err(os_error(err));
         }
         let mut cancelled_readers: Vec<(RawFd, bool)> = Vec::new();
         {
