@@ -10,8 +10,10 @@
 //! Python's `selectors.EpollSelector` does, so whoever waits on the fd gets to see them.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+use crate::sys::ClosableFd;
 
 /// Which readiness a registration asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,10 +111,12 @@ impl Events {
 }
 
 /// An `epoll` instance. All methods take `&self`: the kernel serialises changes, so one
-/// thread may wait while another registers.
+/// thread may wait while another registers. [`Poller::close`] releases the fd early (the
+/// loop's `close()`); it waits for a `wait` in progress, and every later call fails with
+/// `EBADF`.
 #[derive(Debug)]
 pub struct Poller {
-    epfd: OwnedFd,
+    epfd: ClosableFd,
 }
 
 impl Poller {
@@ -121,7 +125,7 @@ impl Poller {
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 returned a fresh fd that nothing else owns.
         Ok(Poller {
-            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            epfd: ClosableFd::new(unsafe { OwnedFd::from_raw_fd(fd) }),
         })
     }
 
@@ -131,7 +135,8 @@ impl Poller {
             u64: token,
         };
         // The pointer is to a live local; EPOLL_CTL_DEL ignores it on modern kernels.
-        syscall!(epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev))?;
+        self.epfd
+            .with(|epfd| syscall!(epoll_ctl(epfd, op, fd, &mut ev)))?;
         Ok(())
     }
 
@@ -166,6 +171,16 @@ impl Poller {
         }
     }
 
+    /// Closes the epoll fd now instead of at drop.
+    pub fn close(&self) {
+        self.epfd.close();
+    }
+
+    /// Whether [`Poller::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.epfd.is_closed()
+    }
+
     /// Waits for readiness: `None` blocks until something happens, `Some(ZERO)` only looks.
     /// A signal interrupting the wait returns `Err` with `ErrorKind::Interrupted`, so the
     /// caller can run signal handlers (Python's `PyErr_CheckSignals`) before waiting again.
@@ -181,12 +196,15 @@ impl Poller {
         };
         events.len = 0;
         // The buffer pointer and length describe `events.buf`, which outlives the call.
-        let n = syscall!(epoll_wait(
-            self.epfd.as_raw_fd(),
-            events.buf.as_mut_ptr(),
-            events.buf.len() as libc::c_int,
-            timeout_ms
-        ))?;
+        let buf = &mut events.buf;
+        let n = self.epfd.with(|epfd| {
+            syscall!(epoll_wait(
+                epfd,
+                buf.as_mut_ptr(),
+                buf.len() as libc::c_int,
+                timeout_ms
+            ))
+        })?;
         events.len = n as usize;
         Ok(events.len)
     }
@@ -196,6 +214,7 @@ impl Poller {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -268,6 +287,22 @@ mod tests {
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         let err = poller.add(file.as_raw_fd(), Interest::READABLE, 0);
         assert_eq!(err.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn closed_poller_refuses_everything_with_ebadf() {
+        let poller = Poller::new().unwrap();
+        let (_a, b) = UnixStream::pair().unwrap();
+        poller.close();
+        poller.close();
+        assert!(poller.is_closed());
+        let err = poller
+            .add(b.as_raw_fd(), Interest::READABLE, 1)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        let mut events = Events::with_capacity(1);
+        let err = poller.wait(&mut events, Some(Duration::ZERO)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     }
 
     #[test]

@@ -7,17 +7,20 @@
 //! *before* looking at that work, so a wake-up is never lost: either the loop sees the
 //! work in this iteration, or the flag is clear and the write makes the next poll return.
 //!
-//! The fd lives as long as the `Waker`; share it with `Arc` so a thread racing `close()`
-//! can never write into a closed (and possibly reused) fd number.
+//! Share the waker with `Arc`. [`Waker::close`] may release the fd early; a thread racing
+//! it can never write into a closed (and possibly reused) fd number: uses of the fd and
+//! closing it are serialised by a lock.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::sys::ClosableFd;
 
 /// An eventfd-based waker with coalescing.
 #[derive(Debug)]
 pub struct Waker {
-    fd: OwnedFd,
+    fd: ClosableFd,
     pending: AtomicBool,
 }
 
@@ -27,14 +30,20 @@ impl Waker {
         let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
         // SAFETY: eventfd returned a fresh fd that nothing else owns.
         Ok(Waker {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: ClosableFd::new(unsafe { OwnedFd::from_raw_fd(fd) }),
             pending: AtomicBool::new(false),
         })
     }
 
-    /// The fd to register for readability.
+    /// The fd to register for readability (`-1` once closed).
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.fd.with(Ok).unwrap_or(-1)
+    }
+
+    /// Closes the eventfd now instead of at drop; later wake-ups are no-ops that report
+    /// `EBADF`, never a write into a reused fd number.
+    pub fn close(&self) {
+        self.fd.close();
     }
 
     /// Makes the next (or current) poll return. Safe from any thread.
@@ -44,7 +53,10 @@ impl Waker {
         }
         let one: u64 = 1;
         // The buffer is a live 8-byte integer, as eventfd requires.
-        match syscall!(write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8)) {
+        let written = self
+            .fd
+            .with(|fd| syscall!(write(fd, (&one as *const u64).cast(), 8)));
+        match written {
             Ok(_) => Ok(()),
             // The counter is saturated: the fd is readable anyway.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -65,7 +77,9 @@ impl Waker {
     pub fn drain(&self) {
         let mut buf: u64 = 0;
         // Non-blocking read into a live 8-byte integer; EAGAIN just means nothing pending.
-        let _ = syscall!(read(self.fd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8));
+        let _ = self
+            .fd
+            .with(|fd| syscall!(read(fd, (&mut buf as *mut u64).cast(), 8)));
         self.pending.store(false, Ordering::Release);
     }
 

@@ -140,6 +140,9 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, method, method == "call_soon")?;
         }
         let handle = Handle::create(py, Callback::new(py, callback, args, context, debug)?)?;
+        // Creating the handle may run Python code (a GC pass), during which another
+        // thread could close the loop; from here to the caller's wake-up nothing can.
+        core.check_closed()?;
         core.ready.lock().push(Ready::Handle(handle.clone_ref(py)));
         Ok(handle)
     }
@@ -563,6 +566,7 @@ impl LoopCore {
     /// Runs one iteration (poll, queue due timers, run what is ready), as asyncio's
     /// `BaseEventLoop._run_once`; test suites drive loops step by step with it.
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().check_closed()?;
         Self::run_once(slf)
     }
 
@@ -577,14 +581,18 @@ impl LoopCore {
             .collect()
     }
 
-    /// Marks the loop closed and drops everything queued; the Python `close()` checks
-    /// that the loop is not running first.
+    /// Marks the loop closed, drops everything queued and closes the poller and waker
+    /// fds; the Python `close()` checks that the loop is not running first.
     fn _close_core(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         let drained = self.drain_all();
         drop(drained);
+        // Give the fds back now, like asyncio closing its selector. A thread racing us in
+        // call_soon_threadsafe either saw `closed` already or finds the waker closed.
+        self.poller.close();
+        self.waker.close();
     }
 
     /// Registers `callback(*args)` for readability (`writer=False`) or writability of
