@@ -37,6 +37,8 @@ import threading
 import time
 import traceback
 
+from _loops import loop_version
+
 LOOPS = ("asyncio", "uvloop", "ferroloop")
 
 
@@ -57,25 +59,6 @@ def _make_loop(name: str) -> asyncio.AbstractEventLoop:
 
         return ferroloop.new_event_loop()
     raise ValueError(f"unknown loop {name!r}")
-
-
-def _loop_version(name: str) -> str:
-    if name == "asyncio":
-        return "stdlib " + platform.python_version()
-    mod = __import__(name)
-    ver = getattr(mod, "__version__", None)
-    if ver is None:
-        try:
-            from importlib.metadata import version
-
-            ver = version(name)
-        except Exception:
-            ver = "?"
-    ext = getattr(mod, "_ferroloop", None)  # ferroloop is under development:
-    if name == "ferroloop" and getattr(ext, "__file__", None):  # say which build
-        built = _dt.datetime.fromtimestamp(os.path.getmtime(ext.__file__))
-        ver = f"{ver} (built {built:%Y-%m-%d %H:%M})"
-    return str(ver)
 
 
 # --------------------------------------------------------------------------
@@ -355,7 +338,7 @@ def worker_probe(loop_name: str) -> int:
             asyncio.set_event_loop(loop)
             loop.run_until_complete(asyncio.sleep(0))
             cls = type(loop)
-            _emit({"ok": True, "version": _loop_version(loop_name),
+            _emit({"ok": True, "version": loop_version(loop_name),
                    "loop_class": f"{cls.__module__}.{cls.__qualname__}"})
         finally:
             asyncio.set_event_loop(None)
@@ -384,7 +367,7 @@ def worker_case(case: str, loop_name: str, n: int) -> int:
         elapsed = time.perf_counter() - t0
         res = {"ok": True, "ops": ops, "seconds": elapsed, "ops_per_sec": ops / elapsed}
         if loop_name != "asyncio":
-            res["version"] = _loop_version(loop_name)
+            res["version"] = loop_version(loop_name)
         _emit(res)
         return 0
     except BaseException as e:  # noqa: BLE001

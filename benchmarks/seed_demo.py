@@ -39,6 +39,8 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+from _loops import loop_version
+
 LOOPS = ("asyncio", "uvloop", "ferroloop")
 HAS_TASKGROUP = sys.version_info >= (3, 11)
 
@@ -271,20 +273,6 @@ def get_runner(loop_name):
     return run
 
 
-def version_of(loop_name):
-    if loop_name == "asyncio":
-        return "stdlib"
-    mod = sys.modules[loop_name]
-    v = getattr(mod, "__version__", None)
-    if v is None:
-        try:
-            from importlib.metadata import version
-            v = version(loop_name)
-        except Exception:
-            v = "?"
-    return str(v)
-
-
 async def _timed(pattern):
     loop = asyncio.get_running_loop()
     cls = f"{type(loop).__module__}.{type(loop).__qualname__}"
@@ -308,7 +296,7 @@ def probe(loop_name):
     try:
         run = get_runner(loop_name)
         _, _, cls = run(_timed(lambda: asyncio.sleep(0)))
-        return {"ok": True, "version": version_of(loop_name), "loop_class": cls}
+        return {"ok": True, "version": loop_version(loop_name), "loop_class": cls}
     except ImportError as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     except BaseException as e:  # noqa: BLE001 - importable but broken

@@ -93,3 +93,32 @@ def wait_until(predicate, timeout=5.0, interval=0.001):
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(interval)
+
+
+_CHILD_PREAMBLE = """
+import asyncio, sys
+if sys.argv[1] == "ferroloop":
+    import ferroloop
+    new_loop = ferroloop.new_event_loop
+else:
+    new_loop = asyncio.new_event_loop
+"""
+
+
+def run_child(script, loop_impl, timeout=60):
+    """Run ``script`` in a fresh interpreter for ``loop_impl`` and return its stdout lines.
+
+    The script finds ``new_loop`` (a loop factory of the implementation under test)
+    already defined. Used for what must not touch the pytest process: signals, rlimits.
+    The child must exit 0; its stderr is shown otherwise.
+    """
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD_PREAMBLE + script, loop_impl],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.splitlines()

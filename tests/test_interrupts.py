@@ -8,22 +8,13 @@ leaving the loop usable.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
-import pytest
+from looptest_support import run_child
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, os, signal, sys, threading, time
-
-    impl = sys.argv[1]
-    if impl == "ferroloop":
-        import ferroloop
-        new_loop = ferroloop.new_event_loop
-    else:
-        new_loop = asyncio.new_event_loop
+    import os, signal, threading, time
 
     def interrupt_soon():
         threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -52,17 +43,9 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("impl", ["asyncio", "ferroloop"])
-def test_sigint_interrupts_a_blocked_loop(impl):
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, impl],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:3] == [
+def test_sigint_interrupts_a_blocked_loop(loop_impl):
+    assert run_child(CHILD, loop_impl) == [
         "interrupted-idle True",
         "interrupted-sleep True",
         "done",
-    ], result.stdout + result.stderr
+    ]

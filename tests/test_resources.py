@@ -5,22 +5,13 @@ Runs in a child process with a low RLIMIT_NOFILE so the pytest process keeps its
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
-import pytest
+from looptest_support import run_child
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, errno, os, resource, sys
-
-    impl = sys.argv[1]
-    if impl == "ferroloop":
-        import ferroloop
-        new_loop = ferroloop.new_event_loop
-    else:
-        new_loop = asyncio.new_event_loop
+    import errno, os, resource
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     loops = []
@@ -41,12 +32,5 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("impl", ["asyncio", "ferroloop"])
-def test_emfile_on_loop_creation_is_an_oserror(impl):
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, impl], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["errno EMFILE", "recreated True True"], (
-        result.stdout + result.stderr
-    )
+def test_emfile_on_loop_creation_is_an_oserror(loop_impl):
+    assert run_child(CHILD, loop_impl) == ["errno EMFILE", "recreated True True"]

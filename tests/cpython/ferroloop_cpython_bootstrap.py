@@ -36,7 +36,6 @@ import argparse
 import faulthandler
 import fnmatch
 import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -49,15 +48,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_TB = 8000
 
 
-def _load_exclusions():
-    spec = importlib.util.spec_from_file_location(
-        "_ferroloop_cpython_exclusions", os.path.join(_HERE, "exclusions.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-EXCL = _load_exclusions()
+# exclusions.py sits beside this file, which is on sys.path (the script's directory,
+# or PYTHONPATH for the bootstrap child).
+import exclusions as EXCL  # noqa: E402
 
 
 # ---------------------------------------------------------------------------

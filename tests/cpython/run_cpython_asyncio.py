@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
-import importlib.util
 import json
 import os
 import shutil
@@ -38,15 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BOOTSTRAP = "ferroloop_cpython_bootstrap"
 
 
-def _load_exclusions():
-    spec = importlib.util.spec_from_file_location(
-        "_ferroloop_cpython_exclusions", os.path.join(HERE, "exclusions.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-EXCL = _load_exclusions()
+# exclusions.py sits beside this file, which is on sys.path (the script's directory,
+# or PYTHONPATH for the bootstrap child).
+import exclusions as EXCL  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
