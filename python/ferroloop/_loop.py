@@ -124,8 +124,8 @@ def _not_implemented(name: str, reason: str):
 class Loop(LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
 
-    # Read by asyncio's default_exception_handler; ferroloop does not track the running
-    # handle in Python (that would cost a Python write per callback).
+    # Read by asyncio's default_exception_handler. The core sets it around each callback
+    # in debug mode only (outside debug mode it would cost a Python write per callback).
     _current_handle = None
 
     def __init__(self) -> None:
