@@ -5,6 +5,12 @@
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 echo "== cargo test (ferroloop-core)"
 cargo test -q -p ferroloop-core
+if cargo clippy --version >/dev/null 2>&1; then
+    echo "== cargo clippy (workspace lints: every unsafe block documented)"
+    cargo clippy -q --all-targets -- -D warnings
+else
+    echo "== cargo clippy: not installed with this toolchain, lints not checked"
+fi
 echo "== stubtest (python/ferroloop/_ferroloop.pyi against the built module)"
 "$VENV_PY" -m mypy.stubtest ferroloop._ferroloop
 echo "== pytest (asyncio and ferroloop)"

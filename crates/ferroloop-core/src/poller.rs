@@ -124,8 +124,9 @@ impl Poller {
     pub fn new() -> io::Result<Self> {
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 returned a fresh fd that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Poller {
-            epfd: ClosableFd::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+            epfd: ClosableFd::new(owned),
         })
     }
 

@@ -29,8 +29,9 @@ impl Waker {
     pub fn new() -> io::Result<Self> {
         let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
         // SAFETY: eventfd returned a fresh fd that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Waker {
-            fd: ClosableFd::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+            fd: ClosableFd::new(owned),
             pending: AtomicBool::new(false),
         })
     }

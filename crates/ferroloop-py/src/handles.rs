@@ -141,12 +141,9 @@ impl Callback {
 
 /// Allocates a handle pyclass and makes sure the collector tracks it (see
 /// [`ffi::ensure_gc_tracked`]).
-fn new_tracked<T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync>(
-    py: Python<'_>,
-    value: T,
-) -> PyResult<Py<T>>
+fn new_tracked<T>(py: Python<'_>, value: T) -> PyResult<Py<T>>
 where
-    T: Into<pyo3::PyClassInitializer<T>>,
+    T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>>,
 {
     let obj = Bound::new(py, value)?;
     ffi::ensure_gc_tracked(obj.as_any());
