@@ -24,6 +24,7 @@ is empty and the core refuses new work with ``RuntimeError('Event loop is closed
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
 import sys
 import threading
@@ -112,6 +113,20 @@ _BOUND_ONCE = (
 )
 
 
+# Every loop not yet garbage, so that a forked child can give each one its own epoll
+# instance and eventfd (see LoopCore._after_fork_in_child).
+_live_loops: "weakref.WeakSet[Loop]" = weakref.WeakSet()
+
+
+def _give_loops_own_fds_in_child() -> None:
+    for loop in list(_live_loops):
+        loop._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_give_loops_own_fds_in_child)
+
+
 def _not_implemented(name: str, reason: str):
     def method(self, *args, **kwargs):
         raise NotImplementedError(f"ferroloop does not implement loop.{name}() yet: {reason}")
@@ -143,6 +158,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         self.set_debug(coroutines._is_debug_mode())
         for name in _BOUND_ONCE:
             self.__dict__[name] = getattr(self, name)
+        _live_loops.add(self)
 
     # -- running and stopping ---------------------------------------------------------
 

@@ -161,6 +161,23 @@ impl<T> IoRegistry<T> {
             .flat_map(|s| s.reader.iter().chain(s.writer.iter()))
     }
 
+    /// Registers every watched fd again with `poller` (a fresh instance, after
+    /// `Poller::reset`). Fds that are no longer open are dropped from the registry and
+    /// their owners returned.
+    pub fn register_all(&mut self, poller: &Poller) -> Vec<T> {
+        let mut lost = Vec::new();
+        let fds: Vec<RawFd> = self.slots.keys().copied().collect();
+        for fd in fds {
+            let interest = self.slots[&fd].interest();
+            if poller.add(fd, interest, Self::token(fd)).is_err() {
+                let slot = self.slots.remove(&fd).expect("key listed above");
+                lost.extend(slot.reader);
+                lost.extend(slot.writer);
+            }
+        }
+        lost
+    }
+
     /// Unregisters everything and hands back all owners (used by `close()`).
     pub fn clear(&mut self, poller: &Poller) -> Vec<T> {
         let mut owners = Vec::with_capacity(self.slots.len() * 2);
@@ -233,6 +250,30 @@ mod tests {
         drop(b);
         assert_eq!(reg.remove(&poller, fd, Side::Read), Some(5));
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn register_all_moves_watches_to_a_fresh_poller_and_drops_closed_fds() {
+        let poller = Poller::new().unwrap();
+        let mut reg = IoRegistry::new();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let (_c, d) = UnixStream::pair().unwrap();
+        reg.set(&poller, b.as_raw_fd(), Side::Read, 1).unwrap();
+        reg.set(&poller, d.as_raw_fd(), Side::Read, 2).unwrap();
+        let closed_fd = d.as_raw_fd();
+        drop(d);
+        poller.reset().unwrap();
+        assert_eq!(reg.register_all(&poller), vec![2]);
+        assert_eq!(reg.get(closed_fd, Side::Read), None);
+        a.write_all(b"x").unwrap();
+        let mut events = Events::with_capacity(4);
+        poller
+            .wait(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(
+            reg.dispatch(events.iter().next().unwrap()),
+            (Some(&1), None)
+        );
     }
 
     #[test]

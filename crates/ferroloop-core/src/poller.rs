@@ -122,12 +122,24 @@ pub struct Poller {
 impl Poller {
     /// A new close-on-exec epoll instance.
     pub fn new() -> io::Result<Self> {
+        Ok(Poller {
+            epfd: ClosableFd::new(Self::create_epoll()?),
+        })
+    }
+
+    fn create_epoll() -> io::Result<OwnedFd> {
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 returned a fresh fd that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Poller {
-            epfd: ClosableFd::new(owned),
-        })
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Replaces the epoll instance with a new, empty one (its registrations are gone).
+    ///
+    /// For a child after `fork()`: the inherited fd refers to the *parent's* epoll
+    /// instance, so every registration change would alter what the parent waits for.
+    pub fn reset(&self) -> io::Result<()> {
+        self.epfd.replace(Self::create_epoll()?);
+        Ok(())
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
@@ -304,6 +316,19 @@ mod tests {
         let mut events = Events::with_capacity(1);
         let err = poller.wait(&mut events, Some(Duration::ZERO)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn reset_starts_an_empty_instance() {
+        let poller = Poller::new().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        poller.add(b.as_raw_fd(), Interest::READABLE, 1).unwrap();
+        a.write_all(b"x").unwrap();
+        poller.reset().unwrap();
+        let mut events = Events::with_capacity(4);
+        assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+        poller.add(b.as_raw_fd(), Interest::READABLE, 2).unwrap();
+        assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 1);
     }
 
     #[test]

@@ -50,6 +50,15 @@ impl ClosableFd {
         }
     }
 
+    /// Closes the current fd (if any) and owns `fd` from now on.
+    pub(crate) fn replace(&self, fd: OwnedFd) {
+        let mut guard = self
+            .fd
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(guard.replace(fd));
+    }
+
     /// Closes the fd (idempotent).
     pub(crate) fn close(&self) {
         let mut guard = self

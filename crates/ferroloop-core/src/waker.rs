@@ -27,13 +27,24 @@ pub struct Waker {
 impl Waker {
     /// A new non-blocking, close-on-exec eventfd.
     pub fn new() -> io::Result<Self> {
-        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
-        // SAFETY: eventfd returned a fresh fd that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Waker {
-            fd: ClosableFd::new(owned),
+            fd: ClosableFd::new(Self::create_eventfd()?),
             pending: AtomicBool::new(false),
         })
+    }
+
+    fn create_eventfd() -> io::Result<OwnedFd> {
+        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        // SAFETY: eventfd returned a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Replaces the eventfd with a new one and forgets pending wake-ups (for a child
+    /// after `fork()`, whose inherited eventfd is shared with the parent).
+    pub fn reset(&self) -> io::Result<()> {
+        self.fd.replace(Self::create_eventfd()?);
+        self.pending.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// The fd to register for readability (`-1` once closed).

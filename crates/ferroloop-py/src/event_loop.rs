@@ -595,6 +595,27 @@ impl LoopCore {
         self.waker.close();
     }
 
+    /// In a child process after `fork()`: gives this loop its own epoll instance and
+    /// eventfd (the inherited ones are shared with the parent, whose loop would see every
+    /// change the child makes) and registers the watched fds again. Called for every live
+    /// loop by the `os.register_at_fork` hook in `ferroloop._loop`.
+    fn _after_fork_in_child(&self) -> PyResult<()> {
+        if self.is_closed() {
+            return Ok(());
+        }
+        self.poller.reset().map_err(os_error)?;
+        self.waker.reset().map_err(os_error)?;
+        self.poller
+            .add(self.waker.fd(), Interest::READABLE, WAKER_TOKEN)
+            .map_err(os_error)?;
+        let lost = self.io.lock().register_all(&self.poller);
+        for handle in &lost {
+            handle.get().cancel();
+        }
+        drop(lost);
+        Ok(())
+    }
+
     /// Registers `callback(*args)` for readability (`writer=False`) or writability of
     /// `fd`; replaces (and cancels) the previous one. `fd` was validated by `Loop`.
     fn _add_fd_callback(
