@@ -608,7 +608,20 @@ impl LoopCore {
         self.poller
             .add(self.waker.fd(), Interest::READABLE, WAKER_TOKEN)
             .map_err(os_error)?;
-        let lost = self.io.lock().register_all(&self.poller);
+        // Only the forking thread exists in the child. A lock another thread held at
+        // fork time stays locked forever: the event buffer is scratch space, so its lock
+        // is released by force; the fd registry is only re-registered if it is free
+        // (it is held for microseconds at a time, never across a wait).
+        if self.events.is_locked() {
+            // SAFETY: the holder was another thread of the parent, which does not exist in
+            // the child, so nothing can be using the buffer; `wait` resets its length.
+            unsafe { self.events.force_unlock() };
+        }
+        let Some(mut io) = self.io.try_lock() else {
+            return Ok(());
+        };
+        let lost = io.register_all(&self.poller);
+        drop(io);
         for handle in &lost {
             handle.get().cancel();
         }
