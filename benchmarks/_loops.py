@@ -6,8 +6,10 @@ Shared by ``micro.py`` and ``seed_demo.py`` (both run as scripts from this direc
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
+import signal
 
 
 def loop_version(name: str) -> str:
@@ -32,3 +34,30 @@ def loop_version(name: str) -> str:
         built = _dt.datetime.fromtimestamp(os.path.getmtime(ext.__file__))
         ver = f"{ver} (built {built:%Y-%m-%d %H:%M})"
     return str(ver)
+
+
+# Worker subprocesses print one line "@@RESULT@@<json>" with their result.
+RESULT_MARK = "@@RESULT@@"
+
+
+def result_line(obj) -> str:
+    """The line a worker prints to report ``obj``."""
+    return RESULT_MARK + json.dumps(obj)
+
+
+def worker_result(stdout: str):
+    """The object a worker reported on ``stdout``, or ``None`` if it reported nothing."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK):])
+    return None
+
+
+def how_it_died(returncode: int) -> str:
+    """'exit status N' or 'signal SIGSEGV' for a worker that reported nothing."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            pass
+    return f"exit status {returncode}"

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import threading
 import time
 import traceback
 
-from _loops import loop_version
+from _loops import how_it_died, loop_version, result_line, worker_result
 
 LOOPS = ("asyncio", "uvloop", "ferroloop")
 
@@ -327,7 +326,7 @@ CASES = {
 # --------------------------------------------------------------------------
 
 def _emit(obj) -> None:
-    sys.stdout.write("@@RESULT@@" + json.dumps(obj) + "\n")
+    sys.stdout.write(result_line(obj) + "\n")
     sys.stdout.flush()
 
 
@@ -394,16 +393,11 @@ def _spawn(args, timeout):
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s (hang?)"}
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("@@RESULT@@"):
-            return json.loads(line[len("@@RESULT@@"):])
+    result = worker_result(p.stdout)
+    if result is not None:
+        return result
     lines = p.stderr.strip().splitlines() or ["<no output on stderr>"]
-    how = f"exit status {p.returncode}"
-    if p.returncode < 0:
-        try:
-            how = f"signal {signal.Signals(-p.returncode).name}"
-        except ValueError:
-            pass
+    how = how_it_died(p.returncode)
     key = next((ln.strip() for ln in lines
                 if "Fatal Python error" in ln or "panicked" in ln), None)
     return {"ok": False, "error": f"worker died ({how})" + (f": {key}" if key else ""),

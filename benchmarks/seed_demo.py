@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from _loops import loop_version
+from _loops import how_it_died, loop_version, result_line, worker_result
 
 LOOPS = ("asyncio", "uvloop", "ferroloop")
 HAS_TASKGROUP = sys.version_info >= (3, 11)
@@ -338,16 +337,11 @@ def spawn(args, timeout):
     except subprocess.TimeoutExpired:
         return {"ok": False, "hung": True,
                 "error": f"no answer within {timeout:.0f} s (hang?)"}
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("@@RESULT@@"):
-            return json.loads(line[len("@@RESULT@@"):])
+    result = worker_result(p.stdout)
+    if result is not None:
+        return result
     tail = "\n".join(p.stderr.strip().splitlines()[-8:]) or "<no output on stderr>"
-    how = f"exit status {p.returncode}"
-    if p.returncode < 0:
-        try:
-            how = f"signal {signal.Signals(-p.returncode).name}"
-        except ValueError:
-            pass
+    how = how_it_died(p.returncode)
     return {"ok": False, "crashed": True, "error": f"process died ({how})",
             "traceback": tail if p.stderr.strip() else None}
 
@@ -397,7 +391,7 @@ def main(argv=None):
         import faulthandler  # a crashing loop then prints the Python stack
         faulthandler.enable()
         out = probe(args._probe) if args._probe else worker(*args._worker, args.runs)
-        print("@@RESULT@@" + json.dumps(out), flush=True)
+        print(result_line(out), flush=True)
         return 0
 
     loops = [x.strip() for x in args.loops.split(",") if x.strip()]

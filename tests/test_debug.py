@@ -1,6 +1,5 @@
 """Debug mode: how it is switched on, and the slow-callback warning."""
 
-import asyncio
 import json
 import logging
 import os
