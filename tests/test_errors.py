@@ -447,3 +447,54 @@ def test_base_exception_in_run_until_complete_callback(compare):
         return res, rest
 
     assert compare(scenario) == (("raise", KeyboardInterrupt, "cb"), "finished")
+
+
+# ------------------------------------------------- bad arguments
+
+
+def test_non_numeric_delay_raises_type_error(compare):
+    def scenario(loop):
+        return outcome(loop.call_later, "1", plain_callback)[:2]
+
+    # Messages differ (asyncio fails inside `self.time() + delay`); the type is the contract.
+    assert compare(scenario) == ("raise", TypeError)
+
+
+def test_context_that_is_not_a_context_goes_to_the_handler(new_loop, loop_impl):
+    loop = new_loop()
+    seen = []
+    ran = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(type(ctx["exception"])))
+    loop.call_soon(plain_callback, context=1)
+    loop.call_soon(ran.append, "next")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # asyncio fails on `1.run` (AttributeError), ferroloop on entering a non-Context
+    # (TypeError); either way the handler hears of it and the loop carries on.
+    assert seen == [AttributeError if loop_impl == "asyncio" else TypeError]
+    assert ran == ["next"]
+
+
+def test_infinite_deadline_never_fires_and_does_not_block_others(new_loop):
+    loop = new_loop()
+    fired = []
+    loop.call_at(float("inf"), fired.append, "never")
+    loop.call_later(-float("inf"), fired.append, "now")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert fired == ["now"]
+
+
+def test_deadlines_that_are_not_real_numbers_are_refused(new_loop, loop_impl):
+    if loop_impl == "asyncio":
+        pytest.skip(
+            "asyncio accepts call_at(object()) and NaN deadlines (the timer heap breaks "
+            "later); ferroloop refuses them up front"
+        )
+    loop = new_loop()
+    for method in (loop.call_later, loop.call_at):
+        with pytest.raises(ValueError, match="NaN"):
+            method(float("nan"), plain_callback)
+    with pytest.raises(TypeError):
+        loop.call_at(object(), plain_callback)
+    assert loop._timer_count == 0
