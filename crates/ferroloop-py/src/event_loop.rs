@@ -160,11 +160,12 @@ impl LoopCore {
         }
         let core = slf.get();
         core.check_closed()?;
-        if core.is_debug() {
+        let debug = core.is_debug();
+        if debug {
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
         let counter = Arc::clone(&core.timer_cancel_counter);
-        let inner = Callback::new(py, callback, args, context, core.is_debug())?;
+        let inner = Callback::new(py, callback, args, context, debug)?;
         let timer = TimerHandle::create(py, inner, when, counter)?;
         core.timers
             .lock()
@@ -337,13 +338,15 @@ impl LoopCore {
         Ok(())
     }
 
-    /// Takes everything out of the queues (under their locks) and returns it, so the
-    /// caller can drop it with no lock held.
-    fn drain_all(&self) -> (VecDeque<Ready>, Vec<QueuedTimer>, Vec<Py<Handle>>) {
+    /// Empties every queue. Each one is taken out under its lock and dropped only after
+    /// the lock is released (destructors may run Python code that calls the loop).
+    fn discard_queued(&self) {
         let ready = self.ready.lock().clear();
+        drop(ready);
         let timers = self.timers.lock().clear();
+        drop(timers);
         let io = self.io.lock().clear(&self.poller);
-        (ready, timers, io)
+        drop(io);
     }
 }
 
@@ -517,7 +520,7 @@ impl LoopCore {
             return Ok(general.call((coro,), Some(&kwargs))?.unbind());
         }
         let task = py::task_type(py)?;
-        let kwnames = py::loop_kwnames(py, name.is_some(), context.is_some());
+        let kwnames = py::loop_kwnames(py, name.is_some(), context.is_some())?;
         let slf = slf.as_any();
         let created = match (&name, &context) {
             (None, None) => ffi::vectorcall(task, [&coro, slf], kwnames),
@@ -531,7 +534,7 @@ impl LoopCore {
     /// `asyncio.Future(loop=self)`.
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let kwnames = py::loop_kwnames(py, false, false);
+        let kwnames = py::loop_kwnames(py, false, false)?;
         Ok(ffi::vectorcall(py::future_type(py)?, [slf.as_any()], kwnames)?.unbind())
     }
 
@@ -587,8 +590,7 @@ impl LoopCore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let drained = self.drain_all();
-        drop(drained);
+        self.discard_queued();
         // Give the fds back now, like asyncio closing its selector. A thread racing us in
         // call_soon_threadsafe either saw `closed` already or finds the waker closed.
         self.poller.close();
@@ -700,7 +702,6 @@ impl LoopCore {
     }
 
     fn __clear__(&self) {
-        let drained = self.drain_all();
-        drop(drained);
+        self.discard_queued();
     }
 }

@@ -9,54 +9,52 @@ static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// `asyncio.format_helpers._format_callback_source`, the text asyncio puts in handle reprs
-/// and in "Exception in callback ..." messages.
-pub fn format_callback_source(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    FORMAT_CALLBACK_SOURCE
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(
-                py.import("asyncio.format_helpers")?
-                    .getattr("_format_callback_source")?
-                    .unbind(),
-            )
-        })
-        .map(|f| f.bind(py))
-}
-
-fn asyncio_attr<'py>(
+/// `module.name`, imported on first use and kept in `cell`.
+fn cached_attr<'py>(
     py: Python<'py>,
     cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
     name: &str,
 ) -> PyResult<&'py Bound<'py, PyAny>> {
     cell.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("asyncio")?.getattr(name)?.unbind())
+        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind())
     })
     .map(|f| f.bind(py))
 }
 
+/// `asyncio.format_helpers._format_callback_source`, the text asyncio puts in handle reprs
+/// and in "Exception in callback ..." messages.
+pub fn format_callback_source(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    cached_attr(
+        py,
+        &FORMAT_CALLBACK_SOURCE,
+        "asyncio.format_helpers",
+        "_format_callback_source",
+    )
+}
+
 /// `asyncio.Future` (the C-accelerated class where available).
 pub fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    asyncio_attr(py, &FUTURE_TYPE, "Future")
+    cached_attr(py, &FUTURE_TYPE, "asyncio", "Future")
 }
 
 /// `asyncio.Task` (the C-accelerated class where available).
 pub fn task_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    asyncio_attr(py, &TASK_TYPE, "Task")
+    cached_attr(py, &TASK_TYPE, "asyncio", "Task")
 }
 
 /// The calling Python code's stack, as asyncio records it for handles in debug mode
 /// (`asyncio.format_helpers.extract_stack`). Called from Rust, the innermost Python frame
 /// is the code that called into the loop, so no frame needs trimming.
 pub fn extract_stack(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    let extract = EXTRACT_STACK.get_or_try_init(py, || {
-        Ok::<_, PyErr>(
-            py.import("asyncio.format_helpers")?
-                .getattr("extract_stack")?
-                .unbind(),
-        )
-    })?;
+    let extract = cached_attr(
+        py,
+        &EXTRACT_STACK,
+        "asyncio.format_helpers",
+        "extract_stack",
+    )?;
     let frame = py.import("sys")?.call_method1("_getframe", (0,))?;
-    extract.bind(py).call1((frame,))
+    extract.call1((frame,))
 }
 
 static KWNAMES: [PyOnceLock<Py<PyTuple>>; 4] = [
@@ -68,7 +66,7 @@ static KWNAMES: [PyOnceLock<Py<PyTuple>>; 4] = [
 
 /// Keyword names of `asyncio.Task(coro, loop=..., [name=...], [context=...])` /
 /// `asyncio.Future(loop=...)` calls, for [`crate::ffi::vectorcall`].
-pub fn loop_kwnames(py: Python<'_>, name: bool, context: bool) -> &Bound<'_, PyTuple> {
+pub fn loop_kwnames(py: Python<'_>, name: bool, context: bool) -> PyResult<&Bound<'_, PyTuple>> {
     let (slot, names): (usize, &[&str]) = match (name, context) {
         (false, false) => (0, &["loop"]),
         (true, false) => (1, &["loop", "name"]),
@@ -76,11 +74,9 @@ pub fn loop_kwnames(py: Python<'_>, name: bool, context: bool) -> &Bound<'_, PyT
         (true, true) => (3, &["loop", "name", "context"]),
     };
     KWNAMES[slot]
-        .get_or_init(py, || {
+        .get_or_try_init(py, || {
             let names = names.iter().map(|n| PyString::intern(py, n));
-            PyTuple::new(py, names)
-                .expect("a tuple of interned strings")
-                .unbind()
+            Ok::<_, PyErr>(PyTuple::new(py, names)?.unbind())
         })
-        .bind(py)
+        .map(|names| names.bind(py))
 }
