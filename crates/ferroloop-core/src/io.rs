@@ -262,7 +262,8 @@ mod tests {
         reg.set(&poller, d.as_raw_fd(), Side::Read, 2).unwrap();
         let closed_fd = d.as_raw_fd();
         drop(d);
-        poller.reset().unwrap();
+        // SAFETY: no other thread uses this poller.
+        unsafe { poller.reset_in_forked_child() }.unwrap();
         assert_eq!(reg.register_all(&poller), vec![2]);
         assert_eq!(reg.get(closed_fd, Side::Read), None);
         a.write_all(b"x").unwrap();

@@ -112,8 +112,8 @@ impl Events {
 
 /// An `epoll` instance. All methods take `&self`: the kernel serialises changes, so one
 /// thread may wait while another registers. [`Poller::close`] releases the fd early (the
-/// loop's `close()`); it waits for a `wait` in progress, and every later call fails with
-/// `EBADF`.
+/// loop's `close()`); a `wait` in progress keeps the fd open until it returns, and every
+/// later call fails with `EBADF`.
 #[derive(Debug)]
 pub struct Poller {
     epfd: ClosableFd,
@@ -137,8 +137,15 @@ impl Poller {
     ///
     /// For a child after `fork()`: the inherited fd refers to the *parent's* epoll
     /// instance, so every registration change would alter what the parent waits for.
-    pub fn reset(&self) -> io::Result<()> {
-        self.epfd.replace(Self::create_epoll()?);
+    /// Never blocks, even if a thread of the parent was waiting at the fork.
+    ///
+    /// # Safety
+    /// Only in a child process right after `fork()`, before any other thread uses this
+    /// poller (the threads that used it in the parent do not exist in the child).
+    pub unsafe fn reset_in_forked_child(&self) -> io::Result<()> {
+        let fresh = Self::create_epoll()?;
+        // SAFETY: the caller guarantees no other thread uses the fd.
+        unsafe { self.epfd.replace_in_forked_child(fresh) };
         Ok(())
     }
 
@@ -324,11 +331,81 @@ mod tests {
         let (mut a, b) = UnixStream::pair().unwrap();
         poller.add(b.as_raw_fd(), Interest::READABLE, 1).unwrap();
         a.write_all(b"x").unwrap();
-        poller.reset().unwrap();
+        // SAFETY: no other thread uses this poller.
+        unsafe { poller.reset_in_forked_child() }.unwrap();
         let mut events = Events::with_capacity(4);
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
         poller.add(b.as_raw_fd(), Interest::READABLE, 2).unwrap();
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 1);
+    }
+
+    #[test]
+    fn close_during_a_wait_closes_the_fd_when_the_wait_returns() {
+        let poller = std::sync::Arc::new(Poller::new().unwrap());
+        let epfd = poller.epfd.with(Ok).unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        poller.add(b.as_raw_fd(), Interest::READABLE, 1).unwrap();
+        let waiter = {
+            let poller = std::sync::Arc::clone(&poller);
+            std::thread::spawn(move || {
+                let mut events = Events::with_capacity(4);
+                poller.wait(&mut events, Some(Duration::from_secs(10)))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        poller.close();
+        // The waiter still uses the fd: it must still be open.
+        assert!(fd_is_open(epfd));
+        a.write_all(b"x").unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), 1);
+        assert!(!fd_is_open(epfd));
+    }
+
+    fn fd_is_open(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD on any fd number only reads its flags.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+    }
+
+    #[test]
+    fn a_forked_child_replaces_the_fd_while_a_parent_thread_waits() {
+        let poller = std::sync::Arc::new(Poller::new().unwrap());
+        let (_a, b) = UnixStream::pair().unwrap();
+        let waiter = {
+            let poller = std::sync::Arc::clone(&poller);
+            std::thread::spawn(move || {
+                let mut events = Events::with_capacity(4);
+                poller.wait(&mut events, Some(Duration::from_millis(500)))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: the child only makes system calls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: in the child only this thread exists.
+            let ok = unsafe { poller.reset_in_forked_child() }.is_ok()
+                && poller.add(b.as_raw_fd(), Interest::READABLE, 1).is_ok();
+            // SAFETY: leaves the child without running the test harness's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // Bounded wait: a child stuck on a lock held by the (absent) waiter thread fails.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // SAFETY: waits for our own child with a live status pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: kills our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the forked child hung replacing the poller");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        waiter.join().unwrap().unwrap();
     }
 
     #[test]

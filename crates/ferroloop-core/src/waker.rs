@@ -8,8 +8,8 @@
 //! work in this iteration, or the flag is clear and the write makes the next poll return.
 //!
 //! Share the waker with `Arc`. [`Waker::close`] may release the fd early; a thread racing
-//! it can never write into a closed (and possibly reused) fd number: uses of the fd and
-//! closing it are serialised by a lock.
+//! it can never write into a closed (and possibly reused) fd number (see
+//! `sys::ClosableFd`: the fd is closed only once no system call uses it).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -41,8 +41,14 @@ impl Waker {
 
     /// Replaces the eventfd with a new one and forgets pending wake-ups (for a child
     /// after `fork()`, whose inherited eventfd is shared with the parent).
-    pub fn reset(&self) -> io::Result<()> {
-        self.fd.replace(Self::create_eventfd()?);
+    ///
+    /// # Safety
+    /// Only in a child process right after `fork()`, before any other thread uses this
+    /// waker (the threads that used it in the parent do not exist in the child).
+    pub unsafe fn reset_in_forked_child(&self) -> io::Result<()> {
+        let fresh = Self::create_eventfd()?;
+        // SAFETY: the caller guarantees no other thread uses the fd.
+        unsafe { self.fd.replace_in_forked_child(fresh) };
         self.pending.store(false, Ordering::Release);
         Ok(())
     }

@@ -37,7 +37,9 @@ use ferroloop_core::{
     clock, Events, Interest, IoRegistry, Poller, ReadyQueue, Side, TimerQueue, Waker,
 };
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyOverflowError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -59,6 +61,12 @@ fn side(writer: bool) -> Side {
     } else {
         Side::Read
     }
+}
+
+/// An fd number as the kernel takes it; beyond a C `int`, CPython's own `OverflowError`.
+fn fd_number(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    fd.extract::<RawFd>()
+        .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
 }
 
 /// A delay or deadline argument as float seconds; `None` gets asyncio's `TypeError`.
@@ -185,7 +193,13 @@ impl LoopCore {
 
     /// Waits for fd readiness and queues the callbacks of ready fds.
     fn poll(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<()> {
-        let mut events_guard = self.events.lock();
+        // Held by another thread only if two threads iterate this loop at once: refuse
+        // instead of waiting for it with the GIL held (that thread needs the GIL back).
+        let Some(mut events_guard) = self.events.try_lock() else {
+            return Err(PyRuntimeError::new_err(
+                "another thread is running an iteration of this event loop",
+            ));
+        };
         let events: &mut Events = &mut events_guard;
         let poller = &self.poller;
         let waited = if timeout == Some(Duration::ZERO) {
@@ -569,7 +583,15 @@ impl LoopCore {
     /// Runs one iteration (poll, queue due timers, run what is ready), as asyncio's
     /// `BaseEventLoop._run_once`; test suites drive loops step by step with it.
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.get().check_closed()?;
+        let core = slf.get();
+        core.check_closed()?;
+        if core.running.load(Ordering::Acquire) {
+            // Stepping a loop that runs (maybe in another thread, waiting in the poller)
+            // would interleave two iterations; asyncio's would corrupt its queues.
+            return Err(PyRuntimeError::new_err(
+                "_run_once() cannot step a loop that is running; stop it first",
+            ));
+        }
         Self::run_once(slf)
     }
 
@@ -605,8 +627,12 @@ impl LoopCore {
         if self.is_closed() {
             return Ok(());
         }
-        self.poller.reset().map_err(os_error)?;
-        self.waker.reset().map_err(os_error)?;
+        // SAFETY: this runs in the child's at-fork hook, before the child starts threads;
+        // the parent's threads that used these fds do not exist here.
+        unsafe {
+            self.poller.reset_in_forked_child().map_err(os_error)?;
+            self.waker.reset_in_forked_child().map_err(os_error)?;
+        }
         self.poller
             .add(self.waker.fd(), Interest::READABLE, WAKER_TOKEN)
             .map_err(os_error)?;
@@ -635,12 +661,13 @@ impl LoopCore {
     /// `fd`; replaces (and cancels) the previous one. `fd` was validated by `Loop`.
     fn _add_fd_callback(
         slf: &Bound<'_, Self>,
-        fd: RawFd,
+        fd: &Bound<'_, PyAny>,
         writer: bool,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
+        let fd = fd_number(fd)?;
         let core = slf.get();
         core.check_closed()?;
         let handle = Handle::create(
@@ -659,8 +686,11 @@ impl LoopCore {
     }
 
     /// Unregisters the reader (`writer=False`) or writer of `fd`; returns whether there
-    /// was one.
-    fn _remove_fd_callback(&self, fd: RawFd, writer: bool) -> bool {
+    /// was one. An fd number no fd can have (beyond a C int) was never watched.
+    fn _remove_fd_callback(&self, fd: &Bound<'_, PyAny>, writer: bool) -> bool {
+        let Ok(fd) = fd.extract::<RawFd>() else {
+            return false;
+        };
         if self.is_closed() {
             return false;
         }

@@ -15,6 +15,12 @@ pub fn copy_current_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
 }
 
+/// Whether `obj` is a `contextvars.Context` (the type cannot be subclassed).
+pub fn is_context(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is a live object; the check only reads its type pointer.
+    unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
+}
+
 /// Calls `f` with `context` entered as the current context, like `context.run(f)`.
 ///
 /// Entering fails with `RuntimeError` if `context` is already entered somewhere (the same

@@ -19,9 +19,11 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyBool, PyFloat, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::ffi;
@@ -49,7 +51,17 @@ impl Callback {
         debug: bool,
     ) -> PyResult<Self> {
         let context = match context {
-            Some(ctx) if !ctx.is_none() => ctx,
+            Some(ctx) if !ctx.is_none() => {
+                // asyncio accepts anything and fails only when the callback runs, inside
+                // the loop; refusing it here names the caller.
+                if !ffi::is_context(&ctx) {
+                    return Err(PyTypeError::new_err(format!(
+                        "context must be a contextvars.Context, not {}",
+                        ctx.get_type().name()?
+                    )));
+                }
+                ctx
+            }
             _ => ffi::copy_current_context(py)?,
         };
         let source_traceback = if debug {
@@ -110,7 +122,8 @@ impl Callback {
             parts.push("cancelled".to_owned());
         }
         if let Some(when) = when {
-            parts.push(format!("when={}", fmt_float(when)));
+            // Python's repr of the float, as asyncio's f-string prints it.
+            parts.push(format!("when={}", PyFloat::new(py, when).repr()?));
         }
         // asyncio forgets the callable at cancel() except in debug mode, where the
         // handle was created with a source traceback.
@@ -269,15 +282,46 @@ handle_pymethods!(TimerHandle {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.inner.describe(py, "TimerHandle", Some(self.when))
     }
+
+    /// asyncio's timer order: by deadline; equal when deadline, callable, arguments and
+    /// cancelled state are equal. Other types are not comparable (`NotImplemented`).
+    fn __richcmp__(
+        &self,
+        py: Python<'_>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let other = other.get();
+        let result = match op {
+            CompareOp::Lt => self.when < other.when,
+            CompareOp::Gt => self.when > other.when,
+            CompareOp::Le => self.when < other.when || self.same_call(py, other)?,
+            CompareOp::Ge => self.when > other.when || self.same_call(py, other)?,
+            CompareOp::Eq => self.same_call(py, other)?,
+            CompareOp::Ne => !self.same_call(py, other)?,
+        };
+        Ok(PyBool::new(py, result).to_owned().into_any().unbind())
+    }
+
+    /// `hash(when)`, as asyncio's.
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        PyFloat::new(py, self.when).hash()
+    }
 });
 
-/// Python's `repr(float)` for the values loop times take (finite, positive).
-fn fmt_float(value: f64) -> String {
-    let text = format!("{value}");
-    if text.contains(['.', 'e', 'i', 'N']) {
-        text
-    } else {
-        format!("{text}.0")
+impl TimerHandle {
+    /// asyncio's `TimerHandle.__eq__`: same deadline, callable, arguments and state.
+    fn same_call(&self, py: Python<'_>, other: &TimerHandle) -> PyResult<bool> {
+        if std::ptr::eq(self, other) {
+            return Ok(true);
+        }
+        Ok(self.when == other.when
+            && self.inner.callback.bind(py).eq(other.inner.callback.bind(py))?
+            && self.inner.args.bind(py).eq(other.inner.args.bind(py))?
+            && self.inner.is_cancelled() == other.inner.is_cancelled())
     }
 }
 
