@@ -4,6 +4,9 @@
 //! "a multiplexer" and "the event loop proper"; this crate is both halves, minus anything
 //! that knows about Python:
 //!
+//! * [`Driver`] — one loop's queues, poller and waker, and its iteration
+//!   ([`Driver::turn`], asyncio's `_run_once`); the embedder supplies what it runs
+//!   through [`Dispatch`].
 //! * [`Poller`] — a thin, level-triggered `epoll` wrapper (asyncio's selectors are
 //!   level-triggered, and `add_reader` callbacks rely on being called again while data is
 //!   pending).
@@ -29,12 +32,14 @@
 mod sys;
 
 pub mod clock;
+mod driver;
 mod io;
 mod poller;
 mod ready;
 mod time;
 mod waker;
 
+pub use driver::{Dispatch, Driver, TurnError};
 pub use io::{IoRegistry, Side};
 pub use poller::{Event, Events, Interest, Poller};
 pub use ready::ReadyQueue;

@@ -1,0 +1,340 @@
+//! `LoopCore`: the Rust half of `ferroloop.Loop`.
+//!
+//! The Python class `ferroloop.Loop` derives from `LoopCore` and `asyncio.AbstractEventLoop`.
+//! `LoopCore` owns a `ferroloop_core::Driver` (ready queue, timer heap, fd registry with its
+//! poller, cross-thread waker) and runs the loop itself (`_run_forever_core`). Python
+//! supplies the parts that are API shape (running-loop bookkeeping, asyncgen hooks,
+//! executors, the exception handler) and is called back only for those:
+//! `call_exception_handler` when a callback raises, and in debug mode `_check_thread`,
+//! `_check_callback` and `_log_slow_callback`.
+//!
+//! This file holds the state and the one `#[pymethods]` block, each method a thin shim;
+//! the work is in the plain `impl` blocks by concern:
+//! * [`schedule`] — handles into the driver's queues (callbacks, timers, fd callbacks);
+//! * [`run`] — one iteration: the binding's side of `Driver::turn`;
+//! * [`lifecycle`] — close, fork, GC support.
+//!
+//! The locking rules are the driver's (`ferroloop_core::driver`): no Python code runs and
+//! no possibly-last reference is dropped while a driver lock is held; the GC traversal
+//! only looks at what it can lock without waiting.
+
+mod lifecycle;
+mod run;
+mod schedule;
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ferroloop_core::{clock, Driver};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::PyTraverseError;
+
+use crate::errors::{loop_closed, os_error};
+use crate::handles::{Handle, QueuedTimer, Ready, TimerHandle};
+use crate::{ffi, py};
+
+/// The driver of a Python loop: ready entries, timers and fd owners are Python handles.
+type LoopDriver = Driver<Ready, QueuedTimer, Py<Handle>>;
+
+/// The Rust core of a ferroloop event loop.
+#[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]
+pub struct LoopCore {
+    driver: LoopDriver,
+    /// The driver's timer cancel counter, kept here so scheduling a timer takes one lock.
+    timer_cancel_counter: Arc<AtomicUsize>,
+    closed: AtomicBool,
+    running: AtomicBool,
+    debug: AtomicBool,
+    /// Callbacks started since the loop was created. With the driver's polling flag,
+    /// this is what a watchdog thread samples: a count that stops moving while the loop
+    /// is not polling means one callback has been running since the last sample.
+    callbacks_run: AtomicU64,
+}
+
+impl LoopCore {
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(loop_closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let driver = LoopDriver::new().map_err(os_error)?;
+        Ok(LoopCore {
+            timer_cancel_counter: driver.timer_cancel_counter(),
+            driver,
+            closed: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            callbacks_run: AtomicU64::new(0),
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()` seconds.
+    fn time(&self) -> f64 {
+        clock::monotonic()
+    }
+
+    fn get_debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// Sets only the flag; `Loop.set_debug` adds coroutine-origin tracking.
+    fn _set_debug_flag(&self, enabled: bool) {
+        self.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    #[getter]
+    fn _clock_resolution(&self) -> f64 {
+        self.driver.clock_resolution()
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.driver.stop_requested()
+    }
+
+    /// Number of callbacks started so far.
+    #[getter]
+    fn _callbacks_run(&self) -> u64 {
+        self.callbacks_run.load(Ordering::Relaxed)
+    }
+
+    /// Whether the loop thread is waiting in the poller right now.
+    #[getter]
+    fn _polling(&self) -> bool {
+        self.driver.is_polling()
+    }
+
+    /// Number of queued timers, cancelled ones included.
+    #[getter]
+    fn _timer_count(&self) -> usize {
+        self.driver.timer_counts().0
+    }
+
+    /// Number of queued timers that are cancelled.
+    #[getter]
+    fn _timer_cancelled_count(&self) -> usize {
+        self.driver.timer_counts().1
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.is_closed()
+    }
+
+    /// Raises `RuntimeError('Event loop is closed')` once `close()` was called.
+    fn _check_closed(&self) -> PyResult<()> {
+        self.check_closed()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::schedule_soon(slf, callback, args, context, "call_soon")
+    }
+
+    /// `call_soon` that may be called from any thread: also wakes the loop's poller.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe")?;
+        slf.get().driver.wake().map_err(os_error)?;
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when = Self::deadline_after(&delay)?;
+        Self::schedule_timer(slf, when, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when = schedule::seconds(&when, "when cannot be None")?;
+        Self::schedule_timer(slf, when, callback, args, context)
+    }
+
+    /// `asyncio.Task(coro, loop=self, name=name, context=context)`; with a task factory
+    /// or in debug mode, asyncio's own `create_task` (`_create_task_general`) does it.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: Bound<'_, PyAny>,
+        name: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        if core.is_debug() || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+            let kwargs = PyDict::new(py);
+            if let Some(name) = name {
+                kwargs.set_item(pyo3::intern!(py, "name"), name)?;
+            }
+            if let Some(context) = context {
+                kwargs.set_item(pyo3::intern!(py, "context"), context)?;
+            }
+            let general = slf.getattr(pyo3::intern!(py, "_create_task_general"))?;
+            return Ok(general.call((coro,), Some(&kwargs))?.unbind());
+        }
+        let task = py::task_type(py)?;
+        let kwnames = py::loop_kwnames(py, name.is_some(), context.is_some())?;
+        let slf = slf.as_any();
+        let created = match (&name, &context) {
+            (None, None) => ffi::vectorcall(task, [&coro, slf], kwnames),
+            (Some(n), None) => ffi::vectorcall(task, [&coro, slf, n], kwnames),
+            (None, Some(c)) => ffi::vectorcall(task, [&coro, slf, c], kwnames),
+            (Some(n), Some(c)) => ffi::vectorcall(task, [&coro, slf, n, c], kwnames),
+        };
+        Ok(created?.unbind())
+    }
+
+    /// `asyncio.Future(loop=self)`.
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let kwnames = py::loop_kwnames(py, false, false)?;
+        Ok(ffi::vectorcall(py::future_type(py)?, [slf.as_any()], kwnames)?.unbind())
+    }
+
+    /// Asks the running loop to return after the current iteration. Safe to call from a
+    /// callback; from another thread use `call_soon_threadsafe(loop.stop)`.
+    fn stop(&self) -> PyResult<()> {
+        self.driver.request_stop();
+        if self.running.load(Ordering::Acquire) {
+            self.driver.wake().map_err(os_error)?;
+        }
+        Ok(())
+    }
+
+    /// Runs iterations until `stop()`; the Python wrapper does the bookkeeping around it.
+    fn _run_forever_core(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let core = slf.get();
+        core.check_closed()?;
+        core.running.store(true, Ordering::Release);
+        let result = loop {
+            if let Err(err) = run::turn(slf) {
+                break Err(err);
+            }
+            if core.driver.stop_requested() {
+                break Ok(());
+            }
+        };
+        core.driver.take_stop();
+        core.running.store(false, Ordering::Release);
+        result
+    }
+
+    /// Runs one iteration (poll, queue due timers, run what is ready), as asyncio's
+    /// `BaseEventLoop._run_once`; test suites drive loops step by step with it.
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let core = slf.get();
+        core.check_closed()?;
+        if core.running.load(Ordering::Acquire) {
+            // Stepping a loop that runs (maybe in another thread, waiting in the poller)
+            // would interleave two iterations; asyncio's would corrupt its queues.
+            return Err(PyRuntimeError::new_err(
+                "_run_once() cannot step a loop that is running; stop it first",
+            ));
+        }
+        run::turn(slf)
+    }
+
+    /// A snapshot of the handles waiting for the next iteration (asyncio's `_ready` is
+    /// the deque itself; code reads it only to test for emptiness or count).
+    #[getter]
+    fn _ready(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        self.driver.map_ready(|entry| entry.object(py))
+    }
+
+    /// Marks the loop closed, drops everything queued and closes the poller and waker
+    /// fds; the Python `close()` checks that the loop is not running first.
+    fn _close_core(&self) {
+        self.close_core();
+    }
+
+    /// In a child process after `fork()`: gives this loop its own epoll instance and
+    /// eventfd and registers the watched fds again. Called for every live loop by the
+    /// `os.register_at_fork` hook in `ferroloop._loop`.
+    fn _after_fork_in_child(&self) -> PyResult<()> {
+        self.after_fork_in_child()
+    }
+
+    /// Registers `callback(*args)` for readability (`writer=False`) or writability of
+    /// `fd`; replaces (and cancels) the previous one. `fd` was validated by `Loop`.
+    fn _add_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        writer: bool,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::set_fd_callback(slf, fd, writer, callback, args)
+    }
+
+    /// Unregisters the reader (`writer=False`) or writer of `fd`; returns whether there
+    /// was one.
+    fn _remove_fd_callback(&self, fd: &Bound<'_, PyAny>, writer: bool) -> bool {
+        self.unset_fd_callback(fd, writer)
+    }
+
+    /// The reader (`writer=False`) or writer handle registered for `fd`, if any.
+    fn _get_fd_callback(&self, py: Python<'_>, fd: RawFd, writer: bool) -> Option<Py<Handle>> {
+        self.driver
+            .with_fd(fd, schedule::side(writer), |h| h.map(|h| h.clone_ref(py)))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.discard_queued();
+    }
+}

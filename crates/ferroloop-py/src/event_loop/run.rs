@@ -1,0 +1,137 @@
+//! Running the loop: the binding's side of `ferroloop_core::Driver::turn`.
+//!
+//! [`Iteration`] tells the driver how fd owners and timers become ready entries, releases
+//! the GIL around the blocking poll (the only place it is released), runs Python signal
+//! handlers when a signal interrupts the poll, and runs each entry: the callback in its
+//! context, errors other than `SystemExit`/`KeyboardInterrupt` to the exception handler,
+//! and in debug mode `_current_handle` and the slow-callback warning.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use ferroloop_core::{clock, Dispatch, TurnError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::LoopCore;
+use crate::errors::os_error;
+use crate::handles::{Handle, QueuedTimer, Ready};
+
+/// One `turn` of a loop, with the loop object the callbacks need.
+pub(super) struct Iteration<'a, 'py> {
+    pub(super) slf: &'a Bound<'py, LoopCore>,
+}
+
+impl Dispatch<Ready, QueuedTimer, Py<Handle>> for Iteration<'_, '_> {
+    type Error = PyErr;
+
+    fn ready_entry(&self, owner: &Py<Handle>) -> Option<Ready> {
+        let handle = owner.get();
+        if handle.inner.is_cancelled() {
+            None
+        } else {
+            Some(Ready::Handle(owner.clone_ref(self.slf.py())))
+        }
+    }
+
+    fn timer_entry(&self, timer: QueuedTimer) -> Ready {
+        Ready::Timer(timer.0)
+    }
+
+    fn is_cancelled(&self, entry: &Ready) -> bool {
+        entry.callback().is_cancelled()
+    }
+
+    fn blocking<F>(&self, wait: F) -> io::Result<usize>
+    where
+        F: FnOnce() -> io::Result<usize> + Send,
+    {
+        self.slf.py().detach(wait)
+    }
+
+    fn poll_failed(&self, err: io::Error) -> PyResult<()> {
+        if err.kind() == io::ErrorKind::Interrupted {
+            // A signal arrived: let Python run its handlers (raises KeyboardInterrupt for
+            // the default SIGINT handler), then carry on with the iteration.
+            return self.slf.py().check_signals();
+        }
+        Err(os_error(err))
+    }
+
+    fn run(&self, entry: &Ready) -> PyResult<()> {
+        run_entry(self.slf, entry)
+    }
+}
+
+/// One iteration of `slf`'s loop.
+pub(super) fn turn(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    match slf.get().driver.turn(&Iteration { slf }) {
+        Ok(()) => Ok(()),
+        Err(TurnError::Dispatch(err)) => Err(err),
+        Err(TurnError::Busy) => Err(PyRuntimeError::new_err(
+            "another thread is running an iteration of this event loop",
+        )),
+    }
+}
+
+/// Runs one callback; errors other than `SystemExit`/`KeyboardInterrupt` go to the
+/// exception handler. An `Err` means the loop must stop and re-raise it.
+fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
+    let py = slf.py();
+    let core = slf.get();
+    // Only the loop thread writes the counter: a plain store avoids a locked RMW.
+    let started_count = core.callbacks_run.load(Ordering::Relaxed) + 1;
+    core.callbacks_run.store(started_count, Ordering::Relaxed);
+    let debug = core.is_debug();
+    let started = if debug {
+        // asyncio's default exception handler reads the running handle from here.
+        slf.setattr(intern!(py, "_current_handle"), entry.object(py))?;
+        Some(clock::monotonic())
+    } else {
+        None
+    };
+    let result = entry.callback().run(py);
+    if debug {
+        slf.setattr(intern!(py, "_current_handle"), py.None())?;
+    }
+    if let Err(err) = result {
+        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+        {
+            return Err(err);
+        }
+        report_callback_error(slf, entry, err)?;
+    }
+    if let Some(started) = started {
+        let elapsed = clock::monotonic() - started;
+        let threshold: f64 = slf
+            .getattr(intern!(py, "slow_callback_duration"))?
+            .extract()?;
+        if elapsed >= threshold {
+            slf.call_method1(
+                intern!(py, "_log_slow_callback"),
+                (entry.object(py), elapsed),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cold]
+fn report_callback_error(slf: &Bound<'_, LoopCore>, entry: &Ready, err: PyErr) -> PyResult<()> {
+    let py = slf.py();
+    let source = entry.callback().source(py)?;
+    let context = PyDict::new(py);
+    context.set_item(
+        intern!(py, "message"),
+        format!("Exception in callback {source}"),
+    )?;
+    context.set_item(intern!(py, "exception"), err.into_value(py))?;
+    context.set_item(intern!(py, "handle"), entry.object(py))?;
+    if let Some(tb) = entry.callback().source_traceback(py) {
+        context.set_item(intern!(py, "source_traceback"), tb)?;
+    }
+    slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}

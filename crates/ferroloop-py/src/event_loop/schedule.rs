@@ -1,0 +1,157 @@
+//! Scheduling: `call_soon`, `call_soon_threadsafe`, `call_later`/`call_at` and the fd
+//! callbacks of `add_reader`/`add_writer` become handles in the driver's queues.
+//!
+//! A handle is created (which may run Python code: a GC pass) *before* any driver lock is
+//! taken, and the closed flag is checked again afterwards, so a loop closed meanwhile by
+//! another thread never receives work.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use ferroloop_core::{clock, Side};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::LoopCore;
+use crate::errors::os_error;
+use crate::handles::{Callback, Handle, QueuedTimer, Ready, TimerHandle};
+
+/// The driver side of a reader (`writer=False`) or writer.
+pub(super) fn side(writer: bool) -> Side {
+    if writer {
+        Side::Write
+    } else {
+        Side::Read
+    }
+}
+
+/// A delay or deadline argument as float seconds; `None` gets asyncio's `TypeError`.
+pub(super) fn seconds(value: &Bound<'_, PyAny>, none_message: &'static str) -> PyResult<f64> {
+    if value.is_none() {
+        return Err(PyTypeError::new_err(none_message));
+    }
+    value.extract()
+}
+
+/// An fd number as the kernel takes it; beyond a C `int`, CPython's own `OverflowError`.
+pub(super) fn fd_number(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    fd.extract::<RawFd>()
+        .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
+}
+
+impl LoopCore {
+    /// The debug-mode checks asyncio makes before scheduling.
+    fn debug_checks(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if check_thread {
+            slf.call_method0(intern!(py, "_check_thread"))?;
+        }
+        slf.call_method1(intern!(py, "_check_callback"), (callback, method))?;
+        Ok(())
+    }
+
+    /// Queues `callback(*args)` for the next iteration; `method` names the public method
+    /// in debug-mode errors (only `call_soon` is bound to the loop's thread).
+    pub(super) fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let debug = core.is_debug();
+        if debug {
+            Self::debug_checks(slf, &callback, method, method == "call_soon")?;
+        }
+        let handle = Handle::create(py, Callback::new(py, callback, args, context, debug)?)?;
+        core.check_closed()?;
+        core.driver.push_ready(Ready::Handle(handle.clone_ref(py)));
+        Ok(handle)
+    }
+
+    /// Queues `callback(*args)` for loop time `when`.
+    pub(super) fn schedule_timer(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        if when.is_nan() {
+            return Err(PyValueError::new_err("timer deadline must not be NaN"));
+        }
+        let core = slf.get();
+        core.check_closed()?;
+        let debug = core.is_debug();
+        if debug {
+            Self::debug_checks(slf, &callback, "call_at", true)?;
+        }
+        let counter = Arc::clone(&core.timer_cancel_counter);
+        let inner = Callback::new(py, callback, args, context, debug)?;
+        let timer = TimerHandle::create(py, inner, when, counter)?;
+        core.check_closed()?;
+        core.driver.push_timer(when, QueuedTimer(timer.clone_ref(py)));
+        Ok(timer)
+    }
+
+    /// `call_later`'s deadline: now plus `delay` seconds.
+    pub(super) fn deadline_after(delay: &Bound<'_, PyAny>) -> PyResult<f64> {
+        Ok(clock::monotonic() + seconds(delay, "delay must not be None")?)
+    }
+
+    /// Makes `callback(*args)` the reader or writer of `fd`, replacing (and cancelling)
+    /// the previous one.
+    pub(super) fn set_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        writer: bool,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let fd = fd_number(fd)?;
+        let core = slf.get();
+        core.check_closed()?;
+        let handle = Handle::create(
+            py,
+            Callback::new(py, callback, args, None, core.is_debug())?,
+        )?;
+        let previous = core
+            .driver
+            .set_fd(fd, side(writer), handle.clone_ref(py))
+            .map_err(os_error)?;
+        if let Some(previous) = previous {
+            previous.get().cancel();
+        }
+        Ok(handle)
+    }
+
+    /// Unregisters the reader or writer of `fd`; whether there was one. An fd number no
+    /// fd can have (beyond a C int) was never watched.
+    pub(super) fn unset_fd_callback(&self, fd: &Bound<'_, PyAny>, writer: bool) -> bool {
+        let Ok(fd) = fd.extract::<RawFd>() else {
+            return false;
+        };
+        if self.is_closed() {
+            return false;
+        }
+        match self.driver.remove_fd(fd, side(writer)) {
+            Some(handle) => {
+                handle.get().cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
