@@ -32,6 +32,7 @@ import weakref
 from asyncio import base_events, coroutines, events
 
 from ._ferroloop import LoopCore
+from ._net import NetworkMethods
 
 __all__ = ("Loop",)
 
@@ -66,28 +67,12 @@ _FROM_ASYNCIO = (
     "shutdown_default_executor",
 )
 
-_TRANSPORTS_ISSUE = "the Rust TCP/Unix/UDP transports and servers are the next issue"
+_TLS_ISSUE = "TLS on the Rust transports is the next issue"
 _PIPES_ISSUE = "pipes, subprocesses and signals are a later issue"
 
-# Methods of AbstractEventLoop that need transports, with the reason they are missing.
+# Methods of AbstractEventLoop not implemented yet, with the reason.
 _NOT_YET = {
-    "create_connection": _TRANSPORTS_ISSUE,
-    "create_server": _TRANSPORTS_ISSUE,
-    "create_unix_connection": _TRANSPORTS_ISSUE,
-    "create_unix_server": _TRANSPORTS_ISSUE,
-    "create_datagram_endpoint": _TRANSPORTS_ISSUE,
-    "connect_accepted_socket": _TRANSPORTS_ISSUE,
-    "sendfile": _TRANSPORTS_ISSUE,
-    "start_tls": _TRANSPORTS_ISSUE,
-    "sock_recv": _TRANSPORTS_ISSUE,
-    "sock_recv_into": _TRANSPORTS_ISSUE,
-    "sock_recvfrom": _TRANSPORTS_ISSUE,
-    "sock_recvfrom_into": _TRANSPORTS_ISSUE,
-    "sock_sendall": _TRANSPORTS_ISSUE,
-    "sock_sendto": _TRANSPORTS_ISSUE,
-    "sock_connect": _TRANSPORTS_ISSUE,
-    "sock_accept": _TRANSPORTS_ISSUE,
-    "sock_sendfile": _TRANSPORTS_ISSUE,
+    "start_tls": _TLS_ISSUE,
     "connect_read_pipe": _PIPES_ISSUE,
     "connect_write_pipe": _PIPES_ISSUE,
     "subprocess_exec": _PIPES_ISSUE,
@@ -136,7 +121,7 @@ def _not_implemented(name: str, reason: str):
     return method
 
 
-class Loop(LoopCore, asyncio.AbstractEventLoop):
+class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
 
     # Read by asyncio's default_exception_handler. The core sets it around each callback
@@ -155,6 +140,10 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_saved_depth = None
         # Callbacks running longer than this (seconds) are logged in debug mode.
         self.slow_callback_duration = 0.1
+        # fd -> the live transport owning it (asyncio's bookkeeping, read by add_reader).
+        self._transports = weakref.WeakValueDictionary()
+        # Unix server socket -> inode of its path, so closing it removes only our file.
+        self._unix_server_sockets = {}
         self.set_debug(coroutines._is_debug_mode())
         for name in _BOUND_ONCE:
             self.__dict__[name] = getattr(self, name)
@@ -217,21 +206,26 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
 
     # -- file descriptors -----------------------------------------------------------------
 
+    def _fd_without_transport(self, fileobj) -> int:
+        fd = selectors._fileobj_to_fd(fileobj)
+        self._ensure_fd_no_transport(fd)
+        return fd
+
     def add_reader(self, fd, callback, *args) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is readable (level-triggered)."""
-        self._add_fd_callback(selectors._fileobj_to_fd(fd), False, callback, args)
+        self._add_fd_callback(self._fd_without_transport(fd), False, callback, args)
 
     def add_writer(self, fd, callback, *args) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is writable (level-triggered)."""
-        self._add_fd_callback(selectors._fileobj_to_fd(fd), True, callback, args)
+        self._add_fd_callback(self._fd_without_transport(fd), True, callback, args)
 
     def remove_reader(self, fd) -> bool:
         """Stop watching ``fd`` for reading; return whether it was watched."""
-        return self._remove_fd_callback(selectors._fileobj_to_fd(fd), False)
+        return self._remove_fd_callback(self._fd_without_transport(fd), False)
 
     def remove_writer(self, fd) -> bool:
         """Stop watching ``fd`` for writing; return whether it was watched."""
-        return self._remove_fd_callback(selectors._fileobj_to_fd(fd), True)
+        return self._remove_fd_callback(self._fd_without_transport(fd), True)
 
     # asyncio's create_task, for the cases the Rust fast path hands over (a task factory
     # is set, or debug mode wants the source traceback trimmed).

@@ -54,9 +54,10 @@ pub trait Dispatch<R, T, H> {
     /// The embedder's error (the binding: a Python exception).
     type Error;
 
-    /// The entry to queue for `owner` of a ready fd, or `None` if the owner was cancelled
-    /// (it is then unregistered). Called with driver locks held: no callbacks, no drops.
-    fn ready_entry(&self, owner: &H) -> Option<R>;
+    /// The entry to queue for `owner`, the reader or writer (`side`) of a ready fd, or
+    /// `None` if the owner was cancelled (it is then unregistered). Called with driver
+    /// locks held: no callbacks, no drops.
+    fn ready_entry(&self, owner: &H, side: Side) -> Option<R>;
 
     /// Turns a due timer into a ready entry.
     fn timer_entry(&self, timer: T) -> R;
@@ -341,7 +342,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
                 let (reader, writer) = io.dispatch(event);
                 for (owner, side) in [(reader, Side::Read), (writer, Side::Write)] {
                     let Some(owner) = owner else { continue };
-                    match dispatch.ready_entry(owner) {
+                    match dispatch.ready_entry(owner, side) {
                         Some(entry) => ready.push(entry),
                         None => cancelled.push((event.token as RawFd, side)),
                     }
@@ -440,7 +441,7 @@ mod tests {
 
     impl Dispatch<&'static str, TestTimer, &'static str> for Recorder {
         type Error = &'static str;
-        fn ready_entry(&self, owner: &&'static str) -> Option<&'static str> {
+        fn ready_entry(&self, owner: &&'static str, _side: Side) -> Option<&'static str> {
             (*owner != "cancelled").then_some(*owner)
         }
         fn timer_entry(&self, timer: TestTimer) -> &'static str {

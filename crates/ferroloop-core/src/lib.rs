@@ -20,6 +20,7 @@
 //!   iteration runs exactly what was ready when it started.
 //! * [`Waker`] — an `eventfd` that other threads use to interrupt a blocking poll;
 //!   wake-ups coalesce so a burst of `call_soon_threadsafe` costs one `write(2)`.
+//! * [`net`] — socket calls and the write buffer of stream transports.
 //! * [`clock`] — the monotonic clock, in the same seconds as Python's `time.monotonic()`.
 //!
 //! Everything here is generic over the payload type and is tested with `cargo test`
@@ -34,6 +35,7 @@ mod sys;
 pub mod clock;
 mod driver;
 mod io;
+pub mod net;
 mod poller;
 mod ready;
 mod time;

@@ -337,37 +337,3 @@ impl ferroloop_core::Timer for QueuedTimer {
         self.0.get().scheduled.store(false, Ordering::Release);
     }
 }
-
-/// An entry of the ready queue: a plain handle or a timer that came due.
-pub enum Ready {
-    /// From `call_soon`, `call_soon_threadsafe` or an fd readiness callback.
-    Handle(Py<Handle>),
-    /// A timer whose deadline passed.
-    Timer(Py<TimerHandle>),
-}
-
-impl Ready {
-    /// The callback to run.
-    pub fn callback(&self) -> &Callback {
-        match self {
-            Ready::Handle(h) => &h.get().inner,
-            Ready::Timer(t) => &t.get().inner,
-        }
-    }
-
-    /// The handle object, as user code sees it (for exception contexts and logs).
-    pub fn object(&self, py: Python<'_>) -> Py<PyAny> {
-        match self {
-            Ready::Handle(h) => h.clone_ref(py).into_any(),
-            Ready::Timer(t) => t.clone_ref(py).into_any(),
-        }
-    }
-
-    /// Reports the references the entry holds to the garbage collector.
-    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            Ready::Handle(h) => visit.call(h),
-            Ready::Timer(t) => visit.call(t),
-        }
-    }
-}

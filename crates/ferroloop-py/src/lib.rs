@@ -5,6 +5,8 @@
 //! * [`event_loop`] — `LoopCore`, the Rust base class of `ferroloop.Loop`: queues, poller,
 //!   and the run loop itself.
 //! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses.
+//! * [`ready`] — what the driver queues: ready entries and fd owners.
+//! * [`transports`] — native transports (`StreamTransport`).
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
 //! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
 //! * [`py`] — Python objects looked up once.
@@ -14,6 +16,8 @@ mod event_loop;
 mod ffi;
 mod handles;
 mod py;
+mod ready;
+mod transports;
 
 use pyo3::prelude::*;
 
@@ -25,4 +29,6 @@ mod _ferroloop {
     use crate::event_loop::LoopCore;
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
+    #[pymodule_export]
+    use crate::transports::StreamTransport;
 }

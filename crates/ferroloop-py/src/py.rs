@@ -8,6 +8,8 @@ static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static BUFFERED_PROTOCOL_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ASYNCIO_LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `module.name`, imported on first use and kept in `cell`.
 fn cached_attr<'py>(
@@ -41,6 +43,24 @@ pub fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 /// `asyncio.Task` (the C-accelerated class where available).
 pub fn task_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     cached_attr(py, &TASK_TYPE, "asyncio", "Task")
+}
+
+/// `asyncio.BufferedProtocol`.
+pub fn buffered_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    cached_attr(py, &BUFFERED_PROTOCOL_TYPE, "asyncio", "BufferedProtocol")
+}
+
+/// Logs `message` as a warning on asyncio's logger (`asyncio.log.logger`).
+pub fn log_warning(py: Python<'_>, message: &str) -> PyResult<()> {
+    cached_attr(py, &ASYNCIO_LOGGER, "asyncio.log", "logger")?.call_method1("warning", (message,))?;
+    Ok(())
+}
+
+/// Whether `err` must leave the loop instead of going to the exception handler
+/// (`SystemExit`, `KeyboardInterrupt`), as in asyncio.
+pub fn is_exit_exception(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+        || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
 }
 
 /// The calling Python code's stack, as asyncio records it for handles in debug mode

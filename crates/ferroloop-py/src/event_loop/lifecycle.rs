@@ -37,8 +37,8 @@ impl LoopCore {
         // SAFETY: this runs in the child's at-fork hook (`os.register_at_fork`), before the
         // child starts threads; the parent's threads that used the driver do not exist here.
         let lost = unsafe { self.driver.reset_in_forked_child() }.map_err(os_error)?;
-        for handle in &lost {
-            handle.get().cancel();
+        for owner in &lost {
+            owner.cancel();
         }
         drop(lost);
         Ok(())
@@ -49,7 +49,7 @@ impl LoopCore {
         self.driver.try_visit(
             |entry| entry.traverse(visit),
             |timer| visit.call(&timer.0),
-            |handle| visit.call(handle),
+            |owner| owner.traverse(visit),
         )
     }
 }

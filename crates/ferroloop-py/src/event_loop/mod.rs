@@ -34,11 +34,12 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::errors::{loop_closed, os_error};
-use crate::handles::{Handle, QueuedTimer, Ready, TimerHandle};
+use crate::handles::{Handle, QueuedTimer, TimerHandle};
+use crate::ready::{FdOwner, Ready};
 use crate::{ffi, py};
 
 /// The driver of a Python loop: ready entries, timers and fd owners are Python handles.
-type LoopDriver = Driver<Ready, QueuedTimer, Py<Handle>>;
+type LoopDriver = Driver<Ready, QueuedTimer, FdOwner>;
 
 /// The Rust core of a ferroloop event loop.
 #[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]
@@ -327,7 +328,10 @@ impl LoopCore {
     /// The reader (`writer=False`) or writer handle registered for `fd`, if any.
     fn _get_fd_callback(&self, py: Python<'_>, fd: RawFd, writer: bool) -> Option<Py<Handle>> {
         self.driver
-            .with_fd(fd, schedule::side(writer), |h| h.map(|h| h.clone_ref(py)))
+            .with_fd(fd, schedule::side(writer), |owner| match owner {
+                Some(FdOwner::Callback(h)) => Some(h.clone_ref(py)),
+                _ => None,
+            })
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

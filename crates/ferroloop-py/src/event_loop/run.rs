@@ -9,31 +9,29 @@
 use std::io;
 use std::sync::atomic::Ordering;
 
-use ferroloop_core::{clock, Dispatch, TurnError};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
+use ferroloop_core::{clock, Dispatch, Side, TurnError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::LoopCore;
 use crate::errors::os_error;
-use crate::handles::{Handle, QueuedTimer, Ready};
+use crate::handles::{Callback, QueuedTimer};
+use crate::py;
+use crate::ready::{FdOwner, Ready};
+use crate::transports::StreamTransport;
 
 /// One `turn` of a loop, with the loop object the callbacks need.
 pub(super) struct Iteration<'a, 'py> {
     pub(super) slf: &'a Bound<'py, LoopCore>,
 }
 
-impl Dispatch<Ready, QueuedTimer, Py<Handle>> for Iteration<'_, '_> {
+impl Dispatch<Ready, QueuedTimer, FdOwner> for Iteration<'_, '_> {
     type Error = PyErr;
 
-    fn ready_entry(&self, owner: &Py<Handle>) -> Option<Ready> {
-        let handle = owner.get();
-        if handle.inner.is_cancelled() {
-            None
-        } else {
-            Some(Ready::Handle(owner.clone_ref(self.slf.py())))
-        }
+    fn ready_entry(&self, owner: &FdOwner, side: Side) -> Option<Ready> {
+        owner.ready_entry(self.slf.py(), side)
     }
 
     fn timer_entry(&self, timer: QueuedTimer) -> Ready {
@@ -41,7 +39,7 @@ impl Dispatch<Ready, QueuedTimer, Py<Handle>> for Iteration<'_, '_> {
     }
 
     fn is_cancelled(&self, entry: &Ready) -> bool {
-        entry.callback().is_cancelled()
+        entry.is_cancelled()
     }
 
     fn blocking<F>(&self, wait: F) -> io::Result<usize>
@@ -76,8 +74,9 @@ pub(super) fn turn(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
 }
 
-/// Runs one callback; errors other than `SystemExit`/`KeyboardInterrupt` go to the
-/// exception handler. An `Err` means the loop must stop and re-raise it.
+/// Runs one entry: a Python callback (errors other than `SystemExit`/`KeyboardInterrupt`
+/// go to the exception handler) or a native transport's readiness (it reports its own
+/// errors). An `Err` means the loop must stop and re-raise it.
 fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     let py = slf.py();
     let core = slf.get();
@@ -92,17 +91,14 @@ fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     } else {
         None
     };
-    let result = entry.callback().run(py);
+    let result = match entry {
+        Ready::Stream(transport, side) => StreamTransport::on_ready(transport.bind(py), *side),
+        Ready::Handle(_) | Ready::Timer(_) => run_callback(slf, entry),
+    };
     if debug {
         slf.setattr(intern!(py, "_current_handle"), py.None())?;
     }
-    if let Err(err) = result {
-        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
-        {
-            return Err(err);
-        }
-        report_callback_error(slf, entry, err)?;
-    }
+    result?;
     if let Some(started) = started {
         let elapsed = clock::monotonic() - started;
         let threshold: f64 = slf
@@ -118,10 +114,28 @@ fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     Ok(())
 }
 
-#[cold]
-fn report_callback_error(slf: &Bound<'_, LoopCore>, entry: &Ready, err: PyErr) -> PyResult<()> {
+/// Runs a handle's or timer's callback; its errors go to the exception handler.
+fn run_callback(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     let py = slf.py();
-    let source = entry.callback().source(py)?;
+    let callback: &Callback = entry.callback().expect("handles and timers have callbacks");
+    if let Err(err) = callback.run(py) {
+        if py::is_exit_exception(py, &err) {
+            return Err(err);
+        }
+        report_callback_error(slf, entry, callback, err)?;
+    }
+    Ok(())
+}
+
+#[cold]
+fn report_callback_error(
+    slf: &Bound<'_, LoopCore>,
+    entry: &Ready,
+    callback: &Callback,
+    err: PyErr,
+) -> PyResult<()> {
+    let py = slf.py();
+    let source = callback.source(py)?;
     let context = PyDict::new(py);
     context.set_item(
         intern!(py, "message"),
@@ -129,7 +143,7 @@ fn report_callback_error(slf: &Bound<'_, LoopCore>, entry: &Ready, err: PyErr) -
     )?;
     context.set_item(intern!(py, "exception"), err.into_value(py))?;
     context.set_item(intern!(py, "handle"), entry.object(py))?;
-    if let Some(tb) = entry.callback().source_traceback(py) {
+    if let Some(tb) = callback.source_traceback(py) {
         context.set_item(intern!(py, "source_traceback"), tb)?;
     }
     slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;

@@ -16,7 +16,9 @@ use pyo3::types::PyTuple;
 
 use super::LoopCore;
 use crate::errors::os_error;
-use crate::handles::{Callback, Handle, QueuedTimer, Ready, TimerHandle};
+use crate::handles::{Callback, Handle, QueuedTimer, TimerHandle};
+use crate::ready::{FdOwner, Ready};
+use crate::transports::StreamTransport;
 
 /// The driver side of a reader (`writer=False`) or writer.
 pub(super) fn side(writer: bool) -> Side {
@@ -129,10 +131,10 @@ impl LoopCore {
         )?;
         let previous = core
             .driver
-            .set_fd(fd, side(writer), handle.clone_ref(py))
+            .set_fd(fd, side(writer), FdOwner::Callback(handle.clone_ref(py)))
             .map_err(os_error)?;
         if let Some(previous) = previous {
-            previous.get().cancel();
+            previous.cancel();
         }
         Ok(handle)
     }
@@ -147,11 +149,33 @@ impl LoopCore {
             return false;
         }
         match self.driver.remove_fd(fd, side(writer)) {
-            Some(handle) => {
-                handle.get().cancel();
+            Some(owner) => {
+                owner.cancel();
                 true
             }
             None => false,
         }
+    }
+
+    /// Makes `transport` the reader or writer of its socket `fd`.
+    pub(crate) fn watch_stream(
+        &self,
+        fd: RawFd,
+        side: Side,
+        transport: Py<StreamTransport>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let previous = self
+            .driver
+            .set_fd(fd, side, FdOwner::Stream(transport))
+            .map_err(os_error)?;
+        drop(previous);
+        Ok(())
+    }
+
+    /// Stops watching `fd` on `side` for a transport (no-op if not watched).
+    pub(crate) fn unwatch_stream(&self, fd: RawFd, side: Side) {
+        let removed = self.driver.remove_fd(fd, side);
+        drop(removed);
     }
 }

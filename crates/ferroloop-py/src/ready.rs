@@ -1,0 +1,93 @@
+//! What the driver queues for a Python loop: ready entries and fd owners.
+//!
+//! An fd is owned either by a Python callback (`add_reader`/`add_writer`: a [`Handle`]) or
+//! by a native transport, which handles its own readiness in Rust and calls its protocol.
+//! The driver never looks inside: `event_loop::run` turns owners into [`Ready`] entries
+//! and runs them.
+
+use ferroloop_core::Side;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::PyTraverseError;
+
+use crate::handles::{Callback, Handle, TimerHandle};
+use crate::transports::StreamTransport;
+
+/// The reader or writer of an fd.
+pub enum FdOwner {
+    /// `add_reader`/`add_writer`.
+    Callback(Py<Handle>),
+    /// A native stream transport's socket.
+    Stream(Py<StreamTransport>),
+}
+
+impl FdOwner {
+    /// The entry to run now that the fd is ready on `side`; `None` if the owner was
+    /// cancelled (a cancelled `add_reader` handle unregisters itself, as in asyncio).
+    pub fn ready_entry(&self, py: Python<'_>, side: Side) -> Option<Ready> {
+        match self {
+            FdOwner::Callback(handle) if handle.get().inner.is_cancelled() => None,
+            FdOwner::Callback(handle) => Some(Ready::Handle(handle.clone_ref(py))),
+            FdOwner::Stream(transport) => Some(Ready::Stream(transport.clone_ref(py), side)),
+        }
+    }
+
+    /// Tells the owner it lost its fd (the loop closed, or the fd did not survive a fork).
+    pub fn cancel(&self) {
+        if let FdOwner::Callback(handle) = self {
+            handle.get().cancel();
+        }
+    }
+
+    /// Reports the reference the owner holds to the garbage collector.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            FdOwner::Callback(h) => visit.call(h),
+            FdOwner::Stream(t) => visit.call(t),
+        }
+    }
+}
+
+/// An entry of the ready queue.
+pub enum Ready {
+    /// From `call_soon`, `call_soon_threadsafe` or an fd readiness callback.
+    Handle(Py<Handle>),
+    /// A timer whose deadline passed.
+    Timer(Py<TimerHandle>),
+    /// A native transport's socket is ready on this side.
+    Stream(Py<StreamTransport>, Side),
+}
+
+impl Ready {
+    /// The Python callback to run, for handles and timers.
+    pub fn callback(&self) -> Option<&Callback> {
+        match self {
+            Ready::Handle(h) => Some(&h.get().inner),
+            Ready::Timer(t) => Some(&t.get().inner),
+            Ready::Stream(..) => None,
+        }
+    }
+
+    /// Whether the entry was cancelled (it is skipped).
+    pub fn is_cancelled(&self) -> bool {
+        self.callback().is_some_and(Callback::is_cancelled)
+    }
+
+    /// The object user code sees for this entry (exception contexts, logs, `_ready`).
+    pub fn object(&self, py: Python<'_>) -> Py<PyAny> {
+        match self {
+            Ready::Handle(h) => h.clone_ref(py).into_any(),
+            Ready::Timer(t) => t.clone_ref(py).into_any(),
+            Ready::Stream(t, _) => t.clone_ref(py).into_any(),
+        }
+    }
+
+    /// Reports the references the entry holds to the garbage collector.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Ready::Handle(h) => visit.call(h),
+            Ready::Timer(t) => visit.call(t),
+            Ready::Stream(t, _) => visit.call(t),
+        }
+    }
+}
