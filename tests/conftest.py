@@ -19,6 +19,9 @@ loop_errors    The list the ``loop`` fixture's handler records into.
 compare        compare(scenario, debug=False): run ``scenario(loop)`` on a
                stock asyncio loop and on a loop under test, assert equal
                results, and return the result.
+
+A test also FAILS if one of its ``looptest_support.stop_after`` safety nets had
+to stop a loop (the test's own stop condition was never reached).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import types
 
 import pytest
 
-from looptest_support import REFERENCE_LOOP
+from looptest_support import REFERENCE_LOOP, SAFETY_NETS_FIRED
 
 IMPLS = ("asyncio", "ferroloop")
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -99,11 +102,21 @@ def _checkers(item):
 def pytest_runtest_call(item):
     # Run the test, then fail it (in the *call* phase, so it is reported as
     # a failure and not as a teardown error) if a loop fixture's exception
-    # handler recorded anything the test did not consume.
+    # handler recorded anything the test did not consume, or if a
+    # ``stop_after`` safety net had to stop a loop.
+    SAFETY_NETS_FIRED.clear()
     res = yield
     gc.collect()  # let pending asyncgen/task finalizers report now
     for checker in _checkers(item):
         checker.verify()
+    if SAFETY_NETS_FIRED:
+        fired = list(SAFETY_NETS_FIRED)
+        SAFETY_NETS_FIRED.clear()
+        pytest.fail(
+            "the test only ended because a safety net stopped its loop:\n  "
+            + "\n  ".join(fired),
+            pytrace=False,
+        )
     return res
 
 

@@ -62,14 +62,22 @@ def test_run_in_executor_rejects_kwargs(compare):
 
 
 def test_run_in_executor_runs_in_parallel(loop):
-    async def main():
-        t0 = time.monotonic()
-        await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.1) for _ in range(5)))
-        return time.monotonic() - t0
+    # Five jobs on the default pool (min(32, cpus + 4) >= 5 workers) must all be
+    # inside the executor at the same time: each waits at a barrier that only opens
+    # when all five are there. Run one after the other, the first would time out.
+    n = 5
+    barrier = threading.Barrier(n, timeout=10)
 
-    # five 100ms sleeps on the default (>= 5 workers) pool overlap: ~0.1s,
-    # far from the 0.5s they would take one after the other
-    assert loop.run_until_complete(main()) < 0.35
+    def job():
+        barrier.wait()
+        return threading.get_ident()
+
+    async def main():
+        return await asyncio.gather(*(loop.run_in_executor(None, job) for _ in range(n)))
+
+    idents = loop.run_until_complete(main())
+    assert len(set(idents)) == n
+    assert threading.get_ident() not in idents
 
 
 def test_run_in_custom_executor(compare):
@@ -120,11 +128,16 @@ def test_set_default_executor_rejects_non_thread_pool(compare):
         return res
 
     res = compare(scenario)
-    # 3.11+: TypeError('executor must be ThreadPoolExecutor instance');
-    # older Pythons accept it with a DeprecationWarning.  Both loops agree.
-    assert all(r[0] in ("raise", "ok") for r in res)
     if sys.version_info >= (3, 11):
         assert res == [("raise", TypeError, "executor must be ThreadPoolExecutor instance")] * 2
+    else:
+        # 3.9/3.10 accept it with a DeprecationWarning.
+        warning = (
+            "DeprecationWarning",
+            "Using the default executor that is not an instance of ThreadPoolExecutor "
+            "is deprecated and will be prohibited in Python 3.9",
+        )
+        assert res == [("ok", None, (warning,))] * 2
 
 
 def test_shutdown_default_executor(compare):

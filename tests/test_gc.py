@@ -1,9 +1,10 @@
-"""Garbage collection of handles and loops.
+"""Garbage collection of handles and loops (asyncgens: test_asyncgens.py).
 
 Handles hold their callback, arguments and context; cycles through them (an object that
 keeps the handle of one of its own methods, a loop abandoned with callbacks pending that
 reference it) must be collectable on ferroloop exactly as on asyncio, and an abandoned
-loop must give back its file descriptors.
+loop must give back its file descriptors, with asyncio's ResourceWarning if it was
+never closed.
 """
 
 from __future__ import annotations
@@ -86,3 +87,29 @@ def test_abandoned_loops_with_pending_callbacks_are_collected(flavor, loop_impl)
         gc.collect()
     assert sum(ref() is not None for ref in loops) == 0
     assert _open_fds() <= before
+
+
+def test_unclosed_loop_warns_when_collected(flavor):
+    before = _open_fds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop = flavor.new_loop()
+        text = repr(loop)
+        alive = weakref.ref(loop)
+        del loop
+        gc.collect()
+    assert alive() is None
+    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    # asyncio's message, with the loop's repr (as it was: closed=False).
+    assert messages == [f"unclosed event loop {text}"]
+    assert _open_fds() <= before  # collecting it closed it
+
+
+def test_closed_loop_does_not_warn_when_collected(flavor):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop = flavor.new_loop()
+        loop.close()
+        del loop
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

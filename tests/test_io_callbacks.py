@@ -137,13 +137,40 @@ def test_closed_fd_error_errno(compare):
 def test_regular_file_fd(compare):
     def scenario(loop):
         with tempfile.TemporaryFile() as f:
-            res = describe(outcome(loop.add_reader, f.fileno(), print))
-            removed = outcome(loop.remove_reader, f.fileno())
+            res = (
+                describe(outcome(loop.add_reader, f.fileno(), print)),
+                describe(outcome(loop.add_writer, f.fileno(), print)),
+            )
+            removed = (outcome(loop.remove_reader, f.fileno()), outcome(loop.remove_writer, f.fileno()))
             return res, removed
 
     res, removed = compare(scenario)
-    # epoll refuses regular files (EPERM); whatever the selector says, agree.
-    assert res[0] in ("ok", "raise")
+    # epoll refuses regular files with EPERM; nothing stays registered.
+    eperm = ("raise", PermissionError, f"[Errno {errno.EPERM}] {os.strerror(errno.EPERM)}")
+    assert res == (eperm, eperm)
+    assert removed == (("ok", False), ("ok", False))
+
+
+@pytest.mark.parametrize("fd", [2**31, 2**32, 2**63, 2**64], ids=["2**31", "2**32", "2**63", "2**64"])
+def test_fd_beyond_c_int_range(compare, fd):
+    # An int too large for a C int can never be registered: removing it answers
+    # False like for any unwatched fd; adding it fails like asyncio's selector.
+    def scenario(loop):
+        return (
+            outcome(loop.remove_reader, fd),
+            outcome(loop.remove_writer, fd),
+            outcome(loop.add_reader, fd, print)[:2],
+            outcome(loop.add_writer, fd, print)[:2],
+            outcome(loop.remove_reader, fd),
+        )
+
+    assert compare(scenario) == (
+        ("ok", False),
+        ("ok", False),
+        ("raise", OverflowError),
+        ("raise", OverflowError),
+        ("ok", False),
+    )
 
 
 # ----------------------------------------------------------------- readers
@@ -157,14 +184,16 @@ def test_reader_called_when_data_arrives(compare):
         def on_readable(sock, tag):
             data = sock.recv(100)
             got.append((tag, data))
-            if data == b"stop":
+            if data == b"hello":
+                # Only now send the second message: each read sees exactly one.
+                loop.call_soon(b.send, b"stop")
+            elif data == b"stop":
                 loop.remove_reader(sock)
                 loop.stop()
 
         try:
             loop.add_reader(a, on_readable, a, "tag")
-            loop.call_later(0.005, b.send, b"hello")
-            loop.call_later(0.02, b.send, b"stop")
+            loop.call_later(0.005, b.send, b"hello")  # arrives while the loop polls
             stop_after(loop, 5)
             loop.run_forever()
             return got

@@ -1,23 +1,17 @@
-"""call_soon / call_later / call_at / call_soon_threadsafe and handles."""
+"""call_soon / call_later / call_at, handles and contexts.
 
-import asyncio
+call_soon_threadsafe is in test_threadsafe.py, TimerHandle comparisons in test_handles.py.
+"""
+
 import contextvars
 import sys
-import threading
 import time
 
 import pytest
 
-from looptest_support import callback_text, normalize_text, outcome, stop_after, wait_until
+from looptest_support import callback_text, normalize_text, outcome, run_briefly
 
 VAR = contextvars.ContextVar("VAR", default="unset")
-
-
-def run_briefly(loop, seconds=5.0):
-    """run_forever until a callback calls loop.stop(), with a safety net."""
-    guard = stop_after(loop, seconds)
-    loop.run_forever()
-    guard.cancel()
 
 
 # --------------------------------------------------------------- call_soon
@@ -199,14 +193,19 @@ def test_call_later_bad_delay_types(compare):
 
 
 def test_loop_time_is_monotonic_clock(loop):
+    # asyncio's loop.time() *is* time.monotonic(); code mixes the two. Bracketing
+    # proves it whatever the scheduler does between the calls.
+    before = time.monotonic()
     a = loop.time()
-    b = time.monotonic()
+    after = time.monotonic()
     assert isinstance(a, float)
-    # asyncio's loop.time() *is* time.monotonic(); code mixes the two.
-    assert abs(a - b) < 0.01
+    assert before <= a <= after
     time.sleep(0.02)
+    before = time.monotonic()
     c = loop.time()
-    assert 0.015 <= c - a < 1.0
+    after = time.monotonic()
+    assert before <= c <= after
+    assert c - a >= 0.02
 
 
 # ------------------------------------------------------------------ handles
@@ -375,196 +374,36 @@ def test_default_context_is_copied_at_schedule_time(compare):
     ]
 
 
-# ------------------------------------------------------- call_soon_threadsafe
+# ------------------------------------------------- sub-millisecond timers
 
 
-def test_call_soon_threadsafe_runs_in_loop_thread(loop):
-    seen = []
+@pytest.mark.parametrize("delay", [0.0005, 0.00002], ids=["500us", "20us"])
+def test_sub_millisecond_timers_do_not_busy_spin(loop, delay):
+    """Waiting for a timer less than a poller tick away must sleep, not spin.
 
-    def from_thread():
-        loop.call_soon_threadsafe(lambda: seen.append(threading.get_ident()))
-        loop.call_soon_threadsafe(loop.stop)
-
-    loop.call_soon(lambda: threading.Thread(target=from_thread).start())
-    run_briefly(loop)
-    assert seen == [threading.get_ident()]
-
-
-def test_call_soon_threadsafe_wakes_idle_loop(loop):
-    # The loop is blocked in its I/O poll with nothing to do for 30s.
-    far = loop.call_later(30, loop.stop)
-    t0 = time.monotonic()
-    woke = []
-
-    def wake():
-        time.sleep(0.1)
-        loop.call_soon_threadsafe(lambda: (woke.append(time.monotonic()), loop.stop()))
-
-    thread = threading.Thread(target=wake)
-    thread.start()
-    loop.run_forever()
-    thread.join()
-    far.cancel()
-    assert woke, "callback from thread never ran"
-    assert woke[0] - t0 < 5.0
-
-
-def test_call_soon_threadsafe_wakes_loop_repeatedly(loop):
-    loop.call_later(30, loop.stop)
-    hits = []
-    for i in range(5):
-
-        def wake(i=i):
-            time.sleep(0.02)
-            loop.call_soon_threadsafe(lambda: (hits.append(i), loop.stop()))
-
-        t = threading.Thread(target=wake)
-        t.start()
-        t0 = time.monotonic()
-        loop.run_forever()
-        t.join()
-        assert time.monotonic() - t0 < 5.0
-    assert hits == list(range(5))
-
-
-def test_call_soon_threadsafe_many_threads(loop):
-    n_threads, per_thread = 8, 250
-    total = n_threads * per_thread
-    got = []
-    barrier = threading.Barrier(n_threads)
-
-    def record(tid, seq):
-        got.append((tid, seq))
-        if len(got) == total:
-            loop.stop()
-
-    def producer(tid):
-        barrier.wait()
-        for seq in range(per_thread):
-            loop.call_soon_threadsafe(record, tid, seq)
-            if seq % 50 == 0:
-                time.sleep(0.001)  # let the loop go idle now and then
-
-    threads = [threading.Thread(target=producer, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    run_briefly(loop, 20)
-    for t in threads:
-        t.join()
-    assert len(got) == total
-    for tid in range(n_threads):
-        # FIFO per producing thread
-        assert [s for (t, s) in got if t == tid] == list(range(per_thread))
-
-
-def test_call_soon_threadsafe_returns_cancellable_handle(compare):
-    def scenario(loop):
-        out = []
-        box = {}
-
-        def thread_main():
-            box["h"] = loop.call_soon_threadsafe(out.append, "cancelled-one")
-            box["h"].cancel()
-            loop.call_soon_threadsafe(out.append, "kept")
-            loop.call_soon_threadsafe(loop.stop)
-
-        t = threading.Thread(target=thread_main)
-        t.start()
-        t.join()
-        loop.run_forever()
-        return out, box["h"].cancelled()
-
-    assert compare(scenario) == (["kept"], True)
-
-
-def test_call_soon_threadsafe_on_closed_loop(compare):
-    def scenario(loop):
-        loop.close()
-        res = []
-
-        def thread_main():
-            res.append(outcome(loop.call_soon_threadsafe, print))
-
-        t = threading.Thread(target=thread_main)
-        t.start()
-        t.join()
-        return res
-
-    assert compare(scenario) == [("raise", RuntimeError, "Event loop is closed")]
-
-
-@pytest.mark.parametrize("run_first", [False, True], ids=["idle", "after-run"])
-def test_call_soon_threadsafe_racing_close(new_loop, run_first):
-    """Threads hammer call_soon_threadsafe while the loop is closed.
-
-    Nothing may crash; once closed, the threads must see
-    RuntimeError('Event loop is closed') and nothing else.
+    A loop that rounds a sub-millisecond wait down to a zero poll timeout keeps
+    iterating until the deadline: the loop thread then burns CPU for the whole
+    wall time. A loop that blocks in the poller (asyncio rounds the epoll timeout
+    up to 1 ms) uses a small fraction. The loop thread's CPU time is compared with
+    the wall time: a loaded machine only lowers that ratio (the thread waits for a
+    CPU without consuming any), so the bound cannot fail spuriously there.
     """
-    for _ in range(15):
-        loop = new_loop()
-        stop = threading.Event()
-        errors = []
-        started = threading.Barrier(5)
+    n = 200
+    fired = []
 
-        def hammer():
-            started.wait()
-            while not stop.is_set():
-                try:
-                    loop.call_soon_threadsafe(lambda: None)
-                except RuntimeError as exc:
-                    errors.append(str(exc))
-                    return
-                except BaseException as exc:  # pragma: no cover - a bug
-                    errors.append(repr(exc))
-                    return
+    def tick():
+        fired.append(loop.time())
+        if len(fired) == n:
+            loop.stop()
+        else:
+            loop.call_later(delay, tick)
 
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
-        for t in threads:
-            t.start()
-        started.wait()
-        if run_first:
-            loop.call_later(0.005, loop.stop)
-            loop.run_forever()
-        loop.close()
-        wait_until(lambda: len(errors) == 4 or not any(t.is_alive() for t in threads))
-        stop.set()
-        for t in threads:
-            t.join()
-        assert errors == ["Event loop is closed"] * 4
-        assert loop.is_closed()
-
-
-def test_call_soon_threadsafe_from_callback_of_same_loop(compare):
-    def scenario(loop):
-        out = []
-
-        def cb():
-            out.append("cb")
-            loop.call_soon_threadsafe(out.append, "threadsafe-from-loop")
-            loop.call_soon(out.append, "soon-from-loop")
-
-        loop.call_soon(cb)
-        loop.call_later(0.01, loop.stop)
-        loop.run_forever()
-        return out
-
-    assert compare(scenario) == ["cb", "threadsafe-from-loop", "soon-from-loop"]
-
-
-def test_run_coroutine_threadsafe(loop):
-    async def work(x):
-        await asyncio.sleep(0.001)
-        return x * 2
-
-    results = []
-
-    def thread_main():
-        futs = [asyncio.run_coroutine_threadsafe(work(i), loop) for i in range(20)]
-        results.extend(f.result(timeout=10) for f in futs)
-        loop.call_soon_threadsafe(loop.stop)
-
-    t = threading.Thread(target=thread_main)
-    t.start()
-    run_briefly(loop, 20)
-    t.join()
-    assert results == [i * 2 for i in range(20)]
+    wall0 = time.monotonic()
+    cpu0 = time.thread_time()
+    loop.call_later(delay, tick)
+    run_briefly(loop, 30)
+    cpu = time.thread_time() - cpu0
+    wall = time.monotonic() - wall0
+    assert len(fired) == n
+    assert wall >= n * delay  # no timer fired early
+    assert cpu < 0.5 * wall, f"loop thread used {cpu:.3f}s CPU in {wall:.3f}s: busy spinning"

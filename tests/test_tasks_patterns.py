@@ -1,13 +1,12 @@
-"""Everyday asyncio patterns: tasks, gather, timeouts, queues, asyncgens."""
+"""Everyday asyncio patterns: tasks, gather, timeouts, queues (asyncgens: test_asyncgens.py)."""
 
 import asyncio
 import contextvars
-import gc
 import sys
 
 import pytest
 
-from looptest_support import normalize_text, outcome
+from looptest_support import outcome
 
 VAR = contextvars.ContextVar("VAR", default="unset")
 
@@ -112,7 +111,7 @@ def test_semaphore_limited_gather(compare):
 def test_wait_first_completed(compare):
     async def main():
         fast = asyncio.ensure_future(asyncio.sleep(0.001, "fast"))
-        slow = asyncio.ensure_future(asyncio.sleep(1, "slow"))
+        slow = asyncio.ensure_future(asyncio.sleep(30, "slow"))  # cancelled below
         done, pending = await asyncio.wait({fast, slow}, return_when=asyncio.FIRST_COMPLETED)
         slow.cancel()
         res = ([t.result() for t in done], len(pending))
@@ -150,8 +149,10 @@ def test_wait_for_timeout(compare):
         except asyncio.TimeoutError as exc:
             kind = type(exc).__name__
         elapsed = asyncio.get_running_loop().time() - t0
-        ok = await asyncio.wait_for(asyncio.sleep(0, "in-time"), 1)
-        return kind, inner_state, 0.015 < elapsed < 2, ok
+        ok = await asyncio.wait_for(asyncio.sleep(0, "in-time"), 30)
+        # the lower bound proves the timeout was waited for; the upper one that it,
+        # and not slow()'s 10 s sleep, ended the wait (a wide margin for busy machines)
+        return kind, inner_state, 0.015 < elapsed < 5, ok
 
     assert compare(lambda loop: run(loop, main)) == (
         asyncio.TimeoutError.__name__,
@@ -170,7 +171,7 @@ def test_timeout_context_manager(compare):
                 await asyncio.sleep(10)
         except TimeoutError:
             res.append(("expired", cm.expired()))
-        async with asyncio.timeout(1) as cm:
+        async with asyncio.timeout(30) as cm:
             await asyncio.sleep(0)
         res.append(("not-expired", cm.expired()))
         loop = asyncio.get_running_loop()
@@ -520,106 +521,6 @@ def test_event_lock_condition(compare):
         ("unlocked", 2),
         "notified",
     ]
-
-
-# --------------------------------------------------------------- asyncgens
-
-
-def test_shutdown_asyncgens_finalizes_generators(compare):
-    def scenario(loop):
-        log = []
-
-        async def agen(name):
-            try:
-                for i in range(10):
-                    yield i
-            finally:
-                await asyncio.sleep(0)
-                log.append(f"finalized-{name}")
-
-        gens = [agen("a"), agen("b")]
-
-        async def main():
-            for g in gens:
-                await g.__anext__()
-
-        loop.run_until_complete(main())
-        before = list(log)
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        return before, sorted(log)
-
-    assert compare(scenario) == ([], ["finalized-a", "finalized-b"])
-
-
-def test_asyncgen_finalized_when_garbage_collected(compare):
-    def scenario(loop):
-        log = []
-
-        async def agen():
-            try:
-                yield 1
-                yield 2
-            finally:
-                log.append("agen-finally")
-
-        async def main():
-            g = agen()
-            await g.__anext__()
-            del g
-            gc.collect()
-            for _ in range(5):
-                await asyncio.sleep(0)
-            return list(log)
-
-        return loop.run_until_complete(main())
-
-    assert compare(scenario) == ["agen-finally"]
-
-
-def test_asyncgen_hooks_installed_only_while_running(compare):
-    def scenario(loop):
-        outside_before = sys.get_asyncgen_hooks()
-
-        async def main():
-            hooks = sys.get_asyncgen_hooks()
-            return hooks.firstiter is not None, hooks.finalizer is not None
-
-        inside = loop.run_until_complete(main())
-        outside_after = sys.get_asyncgen_hooks()
-        return inside, outside_after == outside_before
-
-    assert compare(scenario) == ((True, True), True)
-
-
-def test_asyncgen_error_during_shutdown_goes_to_handler(compare):
-    def scenario(loop):
-        contexts = []
-        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
-
-        async def bad_agen():
-            try:
-                yield 1
-            finally:
-                raise ValueError("error while closing")
-
-        g = bad_agen()
-
-        async def main():
-            await g.__anext__()
-
-        loop.run_until_complete(main())
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        return [
-            (sorted(c), normalize_text(c["message"]), repr(c["exception"]), c.get("asyncgen") is g)
-            for c in contexts
-        ]
-
-    res = compare(scenario)
-    assert len(res) == 1
-    keys, message, exc, same = res[0]
-    assert keys == ["asyncgen", "exception", "message"]
-    assert message.startswith("an error occurred during closing of asynchronous generator")
-    assert exc == "ValueError('error while closing')" and same
 
 
 # ----------------------------------------------------------- misc awaiting
