@@ -9,9 +9,15 @@ and writes one JSON object per line to ``--results``:
     {"ev": "collected", "ids"}  test ids that will run (after --skip-file)
     {"ev": "start", "id"}       a test started (flushed before it runs, so a
                                 hang or crash still names the culprit)
-    {"ev": "end", "id", "outcome", ...}   outcome of one test
+    {"ev": "end", "id", "outcome", "marks", ...}   outcome of one test; a
+                                setUpClass/setUpModule error or skip is an
+                                "end" record with "fixture": true
     {"ev": "module_error"|"module_skip", ...}
-    {"ev": "done", ...}         the module finished normally
+    {"ev": "done", ...}         every test ran; written BEFORE interpreter
+                                shutdown, so the runner also checks the exit
+                                status (a shutdown watchdog, --test-timeout
+                                seconds, turns a hang there into a
+                                faulthandler dump and exit status 1)
 
 How the module is made to run on the loop under test:
 
@@ -23,13 +29,22 @@ How the module is made to run on the loop under test:
   (registered for cleanup exactly like the original) unless the test is
   listed in exclusions.KEEP_TESTLOOP; calls that pass a ``gen`` keep
   asyncio's virtual-clock TestLoop and the test is marked accordingly;
-* module adapters replace the few fixtures that build a mocked
-  ``asyncio.BaseEventLoop()`` (test_pep492, test_runners) and add
-  ``FerroloopEventLoopTests(EventLoopTestsMixin, test_utils.TestCase)`` to
-  test_events;
-* every construction of an asyncio ``BaseEventLoop`` that is not the loop
-  under test is recorded per test ("foreign" / "testloop" marks), so the
-  report can tell which passing tests did not exercise the loop under test.
+* module adapters (bootstrap_adapters.ADAPTERS) replace the fixtures that
+  hard-code another loop: the mocked ``asyncio.BaseEventLoop()`` of
+  test_pep492, test_runners and test_base_events (whose internals tests are
+  excluded), test_base_events' ``asyncio.SelectorEventLoop()``, test_events'
+  SafeChildWatcher in GetEventLoopTestsMixin.setUp; and test_events gets
+  ``FerroloopEventLoopTests(EventLoopTestsMixin, SubprocessTestsMixin,
+  test_utils.TestCase)``, the per-selector classes' tests on the loop under
+  test.
+
+Marks (the runner's columns depend on them): every test's "end" record says
+which loops were built for it: ``target_loop`` (the loop under test),
+``testloop``/``testloop_kept`` (asyncio's TestLoop), ``foreign_loop`` (any
+other asyncio BaseEventLoop).  A mark made during a test belongs to that test;
+during setUpClass/setUpModule, to every test of that class/module; during
+tearDownClass/tearDownModule, to none; between tests otherwise (e.g.
+IsolatedAsyncioTestCase builds its loop before startTest), to the next test.
 """
 
 import argparse
@@ -51,6 +66,7 @@ MAX_TB = 8000
 # exclusions.py sits beside this file, which is on sys.path (the script's directory,
 # or PYTHONPATH for the bootstrap child).
 import exclusions as EXCL  # noqa: E402
+from bootstrap_adapters import ADAPTERS  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -63,6 +79,11 @@ class _State:
     pending = {}            # marks made between tests (e.g. the loop that
                             # IsolatedAsyncioTestCase builds before
                             # startTest); given to the next test
+    sink = None             # while a class/module fixture runs: the dict
+                            # that collects its marks (see _track_fixtures)
+    fixture_marks = {}      # ("class", cls) / ("module", name) -> marks of
+                            # its setUpClass/setUpModule; merged into the
+                            # marks of each of its tests
 
 
 _tls = threading.local()
@@ -70,14 +91,56 @@ _tls = threading.local()
 
 def _mark(kind, detail):
     tid = _State.current
-    if tid is None:
-        m = _State.pending
-    else:
+    if tid is not None:
         m = _State.marks.setdefault(tid, {})
-    if kind in m and detail not in m[kind]:
+    elif _State.sink is not None:
+        m = _State.sink
+    else:
+        m = _State.pending
+    if kind in m and detail not in m[kind].split(","):
         m[kind] = m[kind] + "," + detail
     else:
         m.setdefault(kind, detail)
+
+
+def _track_fixtures():
+    """Attribute loops built in setUpClass/setUpModule to every test of that
+    class/module (they share that loop), and loops built in tearDownClass/
+    tearDownModule to no test at all (instead of to whichever test comes
+    next).  Wraps unittest.suite.TestSuite's fixture helpers (same names and
+    signatures in 3.9-3.13)."""
+    from unittest import suite
+
+    def wrap(name, key_of):
+        orig = getattr(suite.TestSuite, name, None)
+        if orig is None:
+            return
+
+        def wrapper(self, *args):
+            key = key_of(*args)
+            saved, _State.sink = _State.sink, {}
+            try:
+                return orig(self, *args)
+            finally:
+                collected, _State.sink = _State.sink, saved
+                if key is not None and collected:
+                    _State.fixture_marks[key] = collected
+        setattr(suite.TestSuite, name, wrapper)
+
+    wrap("_handleClassSetUp",
+         lambda test, result: ("class", type(test)))
+    wrap("_handleModuleFixture",
+         lambda test, result: ("module", type(test).__module__))
+    wrap("_tearDownPreviousClass", lambda test, result: None)
+    wrap("_handleModuleTearDown", lambda result: None)
+
+
+def _fixture_marks_for(test):
+    marks = {}
+    for key in (("module", type(test).__module__), ("class", type(test))):
+        for kind, detail in _State.fixture_marks.get(key, {}).items():
+            marks[kind] = detail + " (in %s setUp)" % key[0]
+    return marks
 
 
 def _target_factory(raw):
@@ -242,32 +305,13 @@ def _patch_test_utils(setup):
 
 
 # ---------------------------------------------------------------------------
-# Module adapters: replace fixtures that hard-code asyncio loops
+# Module adapters (bootstrap_adapters.py) and per-selector class clones
 # ---------------------------------------------------------------------------
 
 class _Ctx:
     module = None
     setup = None
     no_keep_testloop = False
-
-
-def _adapt_test_events(mod, setup):
-    from test.test_asyncio import utils as test_utils
-
-    def create_event_loop(self):
-        return setup.factory()
-
-    name = setup.prefix + "EventLoopTests"
-    cls = type(name, (mod.EventLoopTestsMixin, test_utils.TestCase), {
-        "create_event_loop": create_event_loop,
-        "__module__": mod.__name__,
-        "__qualname__": name,
-        "__doc__": "EventLoopTestsMixin against the loop under test "
-                   "(added by ferroloop_cpython_bootstrap).",
-        # exclusions.py names it FerroloopEventLoopTests for every loop kind
-        "_exclusion_name": "FerroloopEventLoopTests",
-    })
-    setattr(mod, name, cls)
 
 
 def _retarget_classes(mod, setup):
@@ -293,55 +337,6 @@ def _retarget_classes(mod, setup):
             "_exclusion_name": "Ferroloop" + e.target,
         })
         setattr(mod, name, clone)
-
-
-def _adapt_test_pep492(mod, setup):
-    from test.test_asyncio import utils as test_utils
-
-    def setUp(self):
-        # Original: a bare asyncio.BaseEventLoop() with mocked
-        # _process_events/_selector.  Same contract, loop under test.
-        test_utils.TestCase.setUp(self)
-        self.loop = setup.factory()
-        self.set_event_loop(self.loop)
-
-    mod.BaseTest.setUp = setUp
-
-
-def _adapt_test_runners(mod, setup):
-    base = mod.BaseTest
-
-    def new_loop(self):
-        # Original: a bare asyncio.BaseEventLoop() with mocked selector,
-        # _write_to_self and a shutdown_asyncgens that only records that it
-        # ran (checked in tearDown).  Here: the loop under test, whose real
-        # shutdown_asyncgens is still awaited.
-        loop = setup.factory()
-        real_shutdown = loop.shutdown_asyncgens
-
-        async def shutdown_asyncgens():
-            loop.shutdown_ag_run = True
-            await real_shutdown()
-
-        try:
-            loop.shutdown_ag_run = False
-            loop.shutdown_asyncgens = shutdown_asyncgens
-        except AttributeError:
-            loop.close()
-            raise unittest.SkipTest(
-                "harness: cannot set attributes on %s instances (no "
-                "__dict__); test_runners needs loop.shutdown_asyncgens to be "
-                "replaceable per instance" % type(loop).__name__)
-        return loop
-
-    base.new_loop = new_loop
-
-
-ADAPTERS = {
-    "test_events": _adapt_test_events,
-    "test_pep492": _adapt_test_pep492,
-    "test_runners": _adapt_test_runners,
-}
 
 
 # ---------------------------------------------------------------------------
@@ -451,7 +446,9 @@ class JsonLinesResult(unittest.TestResult):
         super().startTest(test)
         tid = test.id()
         _State.current = tid
-        _State.marks[tid] = _State.pending
+        marks = _fixture_marks_for(test)
+        marks.update(_State.pending)
+        _State.marks[tid] = marks
         _State.pending = {}
         self.cur = {"id": tid, "outcome": "pass", "details": [],
                     "t0": time.monotonic()}
@@ -600,6 +597,7 @@ def main(argv=None):
         setup.install()
         _Ctx.setup = setup
         _patch_test_utils(setup)
+        _track_fixtures()
         problem = setup.check("before import")
         if problem:
             fatal("module_error", error=problem)
@@ -663,6 +661,12 @@ def main(argv=None):
                      getattr(support, "environment_altered", False)),
                  "post_check": problem})
     out.close()
+    if args.test_timeout:
+        # Shutdown watchdog: the tests are over, but the module is only ok if
+        # this process also exits (non-daemon threads, atexit, finalizers).
+        # A hang here dumps every stack into the log and exits non-zero,
+        # which the runner reports as TIMEOUT(after tests).
+        faulthandler.dump_traceback_later(args.test_timeout, exit=True)
     return 0
 
 

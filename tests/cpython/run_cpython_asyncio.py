@@ -3,19 +3,31 @@
 
 Usage:
     python tests/cpython/run_cpython_asyncio.py [--all] [--timeout S]
-        [--loop ferroloop|asyncio] [modules...]
+        [--loop ferroloop|asyncio] [--python PY] [--json FILE] [modules...]
 
 Each module runs in its own child process (``python -m
 ferroloop_cpython_bootstrap``) with a wall-clock budget per module and a
 watchdog per test.  A test that hangs or crashes the interpreter is recorded
 as an error and the module is resumed after it, so one bad test does not hide
 the rest of the module.  The child writes JSON lines; nothing here parses
-unittest's text output.
+unittest's text output.  Counting and reporting live in runner_report.py.
 
-Exit status is non-zero when a required module (exclusions.REQUIRED_MODULES,
-or every selected module with --strict) has failures, errors, a timeout, a
-crash, or did not run.  The last line printed is ``N passed, N failed, N
-skipped`` for CI.  See tests/cpython/README.md.
+Invariants:
+
+* A module is ``ok`` only if every one of these holds: it was imported and
+  loaded; it did not skip itself; no test failed or errored (a test that hung
+  or killed the interpreter is an error); the child wrote its final ``done``
+  record AND then exited with status 0 within the module budget (a child that
+  crashes, is killed by a signal, exits non-zero or hangs after its last test
+  is ``CRASH(after tests, ...)`` / ``TIMEOUT(after tests)``); every collected
+  test produced a result (a skipped or failing setUpClass/setUpModule leaves
+  tests ``not run``); and at least one test passed on the loop under test.
+* Exit status is non-zero when a required module (exclusions.REQUIRED_MODULES,
+  or every selected module with --strict) is not ``ok``, or is excluded.
+* The last line printed counts only the tests that passed on the loop under
+  test as "passed on <loop>"; tests that passed on asyncio's TestLoop, on a
+  stock asyncio loop or without any loop are counted separately (see
+  runner_report.py and tests/cpython/README.md).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ BOOTSTRAP = "ferroloop_cpython_bootstrap"
 # exclusions.py sits beside this file, which is on sys.path (the script's directory,
 # or PYTHONPATH for the bootstrap child).
 import exclusions as EXCL  # noqa: E402
+import runner_report as REPORT  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -96,8 +109,24 @@ def kill_group(proc):
     proc.wait()
 
 
+def describe_exit(rc):
+    """'signal SIGSEGV' for a negative returncode, else 'exit status N'."""
+    if rc is None:
+        return "no exit status"
+    if rc < 0:
+        try:
+            return "signal " + signal.Signals(-rc).name
+        except ValueError:
+            return "signal %d" % -rc
+    return "exit status %d" % rc
+
+
 class ModuleRun:
-    """Runs one module, resuming after crashes/hangs, and aggregates."""
+    """Runs one module, resuming after crashes/hangs, and aggregates.
+
+    ``problems()`` lists everything that keeps the module from being ``ok``
+    (see the invariants in the module docstring); ``status()`` joins them.
+    """
 
     def __init__(self, name, args, log_dir, required):
         self.name = name
@@ -109,10 +138,18 @@ class ModuleRun:
         self.tests = collections.OrderedDict()   # id -> end record
         self.module_error = None
         self.module_skip = None
-        self.timed_out = False
+        self.timed_out = False          # module budget spent before "done"
         self.crashes = 0
-        self.finished = False
+        self.attempts = 0
+        self.returncode = None          # of the last child
+        self.finished = False           # the last child wrote "done"
+        # Set when the child wrote "done" and then did not exit cleanly:
+        # the status label, e.g. "CRASH(after tests, signal SIGSEGV)", and a
+        # sentence for the notes.
+        self.after_tests = None
+        self.after_tests_detail = None
         self.not_run = 0
+        self.not_run_ids = []
         self.setup = None
         self.matched_exclusions = set()
         self.env_altered = False
@@ -124,16 +161,35 @@ class ModuleRun:
                            "time": 0.0, "details": [detail], "marks": {},
                            "harness": True}
 
+    def _judge_exit_after_done(self, rc, hit_timeout, log_text):
+        """The child wrote "done": its tests are over, but the module is
+        only ok if the process also ends cleanly."""
+        if hit_timeout:
+            self.after_tests = "TIMEOUT(after tests)"
+            self.after_tests_detail = (
+                "still running when the module timeout (%ss) expired, killed"
+                % self.args.timeout)
+        elif rc != 0 and "Timeout (" in log_text:
+            self.after_tests = "TIMEOUT(after tests)"
+            self.after_tests_detail = (
+                "hung at interpreter shutdown; the bootstrap's shutdown "
+                "watchdog dumped the stacks and exited (%s)"
+                % describe_exit(rc))
+        elif rc != 0:
+            self.after_tests = "CRASH(after tests, %s)" % describe_exit(rc)
+            self.after_tests_detail = "the child died with %s" % (
+                describe_exit(rc))
+
     def run(self):
         for p in (self.results_path, self.log_path, self.skip_path):
             if os.path.exists(p):
                 os.remove(p)
         start = time.monotonic()
         deadline = start + self.args.timeout
-        attempts = 0
         collected = []
         while True:
-            attempts += 1
+            self.attempts += 1
+            attempts = self.attempts
             cmd = [self.args.python, "-m", BOOTSTRAP, "--module", self.name,
                    "--loop", self.args.loop, "--results", self.results_path,
                    "--skip-file", self.skip_path,
@@ -146,6 +202,7 @@ class ModuleRun:
             with open(self.log_path, "a", encoding="utf-8") as log:
                 log.write("### attempt %d: %s\n" % (attempts, " ".join(cmd)))
                 log.flush()
+                log_offset = log.tell()
                 proc = subprocess.Popen(
                     cmd, cwd=cwd, env=child_env(), stdout=log,
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -157,10 +214,15 @@ class ModuleRun:
                     kill_group(proc)
                     rc = proc.returncode
                     hit_timeout = True
-                log.write("\n### attempt %d exited with %s%s\n" % (
-                    attempts, rc, " (module timeout, killed)"
-                    if hit_timeout else ""))
+                log.flush()
+                # this attempt's output only (an earlier attempt's watchdog
+                # dump must not be taken for this one's)
+                log_text = _read_from(self.log_path, log_offset)
+                log.write("\n### attempt %d exited with %s (%s)%s\n" % (
+                    attempts, rc, describe_exit(rc),
+                    " (module timeout, killed)" if hit_timeout else ""))
             shutil.rmtree(cwd, ignore_errors=True)
+            self.returncode = rc
 
             recs = read_records(self.results_path)
             # what this attempt wrote: which test was in flight, did it finish
@@ -195,8 +257,11 @@ class ModuleRun:
                         "environment_altered", False)
                     self.post_check = r.get("post_check")
 
-            if done or self.module_error or self.module_skip:
+            if done or self.module_skip:
                 self.finished = done
+                self._judge_exit_after_done(rc, hit_timeout, log_text)
+                break
+            if self.module_error:
                 break
             if hit_timeout:
                 self.timed_out = True
@@ -210,18 +275,19 @@ class ModuleRun:
             # The child died before finishing: crash, or the per-test
             # watchdog (faulthandler) fired.
             self.crashes += 1
-            tail = _tail(self.log_path, 4000)
+            tail = log_text[-4000:]
             if inflight:
-                hung = "Timeout (" in tail
+                hung = "Timeout (" in log_text
                 why = ("hung: no result after --test-timeout=%ss (faulthandler "
                        "dump in %s)" % (self.args.test_timeout, self.log_path)
                        if hung else
-                       "interpreter died (exit status %s) while this test ran; "
-                       "see %s" % (rc, self.log_path))
+                       "interpreter died (%s) while this test ran; see %s"
+                       % (describe_exit(rc), self.log_path))
                 self._synthesize(inflight, "error", "[harness] " + why)
             else:
-                self.module_error = ("child exited with status %s outside "
-                                     "any test; log tail:\n%s" % (rc, tail))
+                self.module_error = ("child exited with %s outside any test; "
+                                     "log tail:\n%s" % (describe_exit(rc),
+                                                        tail))
                 break
             if attempts > self.args.max_restarts:
                 self.module_error = "too many crashes (%d); giving up" % (
@@ -233,250 +299,52 @@ class ModuleRun:
             with open(self.skip_path, "w", encoding="utf-8") as f:
                 for tid in self.tests:
                     f.write(tid + "\n")
-        if collected:
-            self.not_run = len([t for t in collected if t not in self.tests])
+        self.not_run_ids = [t for t in collected if t not in self.tests]
+        self.not_run = len(self.not_run_ids)
         self.elapsed = time.monotonic() - start
         return self
 
     # -- aggregation --
     def counts(self):
-        c = collections.Counter()
-        for r in self.tests.values():
-            o = r["outcome"]
-            c["run"] += 1
-            marks = r.get("marks") or {}
-            on_testloop = "testloop" in marks or "testloop_kept" in marks
-            if o == "pass":
-                c["vclock" if on_testloop else "passed"] += 1
-                if marks.get("foreign_loop"):
-                    c["foreign"] += 1
-                if not on_testloop and not marks.get("target_loop"):
-                    c["loopless"] += 1
-            elif o in ("fail", "upass"):
-                c["failed"] += 1
-            elif o == "error":
-                c["errors"] += 1
-            elif o in ("skip", "xfail"):
-                c["skipped"] += 1
-            elif o == "excluded":
-                c["excluded"] += 1
-        if self.module_error and not (c["failed"] or c["errors"]):
-            c["errors"] += 1
-        return c
+        return REPORT.count_records(self.tests.values(),
+                                    module_error=bool(self.module_error))
+
+    def problems(self):
+        """Everything that keeps this module from being ok ([] = ok)."""
+        c = self.counts()
+        p = []
+        if self.module_error:
+            p.append("ERROR")
+        elif self.module_skip:
+            p.append("SKIPPED")
+        if self.timed_out:
+            p.append("TIMEOUT")
+        if not self.module_error and (c["failed"] or c["errors"]):
+            p.append("FAIL(crash)" if self.crashes else "FAIL")
+        if self.post_check:
+            p.append("ERROR(harness check)")
+        if self.after_tests:
+            p.append(self.after_tests)
+        if self.not_run:
+            p.append("INCOMPLETE(not run: %d)" % self.not_run)
+        if not p and not c["on_loop"]:
+            p.append("NO-LOOP(no test passed on the loop under test)")
+        return p
 
     def status(self):
-        c = self.counts()
-        if self.module_error:
-            return "ERROR"
-        if self.timed_out:
-            return "TIMEOUT"
-        if self.module_skip:
-            return "SKIPPED"
-        if c["failed"] or c["errors"]:
-            return "FAIL" + ("(crash)" if self.crashes else "")
-        if self.post_check:
-            return "ERROR"
-        return "ok"
+        return ", ".join(self.problems()) or "ok"
 
     def ok(self):
-        return self.status() == "ok"
+        return not self.problems()
 
 
-def _tail(path, n):
+def _read_from(path, offset):
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - n))
+            f.seek(offset)
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-# ---------------------------------------------------------------------------
-# Reporting
-# ---------------------------------------------------------------------------
-
-COLUMNS = [("module", 18), ("req", 3), ("run", 5), ("passed", 6),
-           ("failed", 6), ("errors", 6), ("skipped", 7), ("excluded", 8),
-           ("vclock", 6), ("time", 7), ("status", 0)]
-
-
-def _row(values, module_width=18):
-    out = []
-    for (name, width), v in zip(COLUMNS, values):
-        if name == "module":
-            width = module_width
-        s = str(v)
-        if width == 0:
-            out.append(s)
-        elif name == "module":
-            out.append(s.ljust(width))
-        else:
-            out.append(s.rjust(width))
-    return " | ".join(out)
-
-
-def essence(detail, lines=4):
-    """Last meaningful lines of a traceback (the exception and where)."""
-    txt = [l for l in detail.rstrip().splitlines() if l.strip()]
-    if not txt:
-        return ""
-    exc_idx = len(txt) - 1
-    for i in range(len(txt) - 1, -1, -1):
-        if not txt[i].startswith(" "):
-            exc_idx = i
-            # walk up over multi-line exception messages
-            continue
-        break
-    where = ""
-    for l in txt[:exc_idx]:
-        if l.strip().startswith("File "):
-            where = l.strip()
-    msg = " / ".join(l.strip() for l in txt[exc_idx:exc_idx + lines])
-    return (where + " :: " if where else "") + msg
-
-
-def print_report(runs, rows_extra, args, info, out=sys.stdout):
-    w = out.write
-    w("\nCPython %s test_asyncio against %s (suite: %s)\n" % (
-        ".".join(map(str, info["python"])), args.loop, info["suite_dir"]))
-    names = sorted(list(runs) + list(rows_extra))
-    mw = max([18] + [len(n) for n in names])
-
-    def row(values):
-        return _row(values, mw)
-
-    header = row([c[0] for c in COLUMNS])
-    w(header + "\n" + "-" * len(header) + "\n")
-    tot = collections.Counter()
-    for name in names:
-        if name in rows_extra:
-            req, status = rows_extra[name]
-            w(row([name, req, "", "", "", "", "", "", "", "", status]) + "\n")
-            continue
-        r = runs[name]
-        c = r.counts()
-        tot.update(c)
-        tot["time"] += r.elapsed
-        w(row([name, "yes" if r.required else "", c["run"], c["passed"],
-                c["failed"], c["errors"], c["skipped"], c["excluded"],
-                c["vclock"], "%.1fs" % r.elapsed,
-                r.status() + (" (not run: %d)" % r.not_run
-                              if r.not_run else "")]) + "\n")
-    w("-" * len(header) + "\n")
-    w(row(["TOTAL", "", tot["run"], tot["passed"], tot["failed"],
-            tot["errors"], tot["skipped"], tot["excluded"], tot["vclock"],
-            "%.1fs" % tot["time"], ""]) + "\n")
-    w("\ncolumns: passed = passed on the loop under test; vclock = passed but "
-      "ran on asyncio's TestLoop (virtual clock via new_test_loop(gen), or "
-      "kept by KEEP_TESTLOOP) so they did NOT exercise %s; skipped = skipped "
-      "by the test itself (+ expected failures); excluded = exclusions.py\n"
-      % args.loop)
-    return tot
-
-
-def print_details(runs, args, out=sys.stdout):
-    w = out.write
-    notes = []
-    for name in sorted(runs):
-        r = runs[name]
-        c = r.counts()
-        if c["foreign"]:
-            ids = [t for t, rec in r.tests.items()
-                   if rec["outcome"] == "pass"
-                   and (rec.get("marks") or {}).get("foreign_loop")]
-            notes.append("%s: %d passing test(s) also built a stock asyncio "
-                         "loop (not the loop under test), e.g. %s"
-                         % (name, len(ids), ", ".join(
-                             i.rsplit(".", 2)[-2] + "." + i.rsplit(".", 1)[-1]
-                             for i in ids[:3])))
-        if c["loopless"]:
-            notes.append("%s: %d passing test(s) built no event loop at all "
-                         "(loop-agnostic unit tests, or a loop shared from "
-                         "setUpClass)" % (name, c["loopless"]))
-        if r.env_altered:
-            notes.append("%s: test.support.environment_altered was set "
-                         "(leaked threads/processes); see %s"
-                         % (name, r.log_path))
-        if r.post_check:
-            notes.append("%s: %s" % (name, r.post_check))
-        if r.crashes:
-            notes.append("%s: child crashed/hung %d time(s), resumed after "
-                         "the culprit" % (name, r.crashes))
-    if notes:
-        w("\nnotes:\n")
-        for n in notes:
-            w("  - " + n + "\n")
-
-    bad = []
-    for name in sorted(runs, key=lambda n: (not runs[n].required, n)):
-        r = runs[name]
-        if r.module_error:
-            bad.append((r, "%s [module error]" % name,
-                        r.module_error.strip().splitlines()[-1:]
-                        and essence(r.module_error)))
-        for tid, rec in r.tests.items():
-            if rec["outcome"] in ("fail", "error", "upass"):
-                det = rec.get("details") or [""]
-                bad.append((r, "%s [%s]" % (tid, rec["outcome"]),
-                            essence(det[0])))
-    if bad:
-        w("\nfailures (%d); full tracebacks in the .jsonl/.log files in %s:\n"
-          % (len(bad), args.log_dir))
-        limit = args.max_failures
-        for i, (r, head, ess) in enumerate(bad):
-            if limit and i >= limit:
-                w("  ... %d more\n" % (len(bad) - limit))
-                break
-            w("  %s%s\n      %s\n" % ("" if r.required else "(info) ",
-                                      head, ess[:600]))
-
-
-def stale_exclusions(runs, args, py):
-    stale = []
-    for table in (EXCL.EXCLUDED_CLASSES, EXCL.EXCLUDED_TESTS):
-        for e in table:
-            r = runs.get(e.module)
-            if r is None or not r.finished:
-                continue
-            if not EXCL.applies(e, args.loop, py):
-                continue
-            if e.target not in r.matched_exclusions:
-                stale.append(e)
-    return stale
-
-
-def print_exclusions_markdown(out=sys.stdout):
-    w = out.write
-
-    def cond(e):
-        bits = []
-        if e.loops:
-            bits.append("loops: " + ", ".join(e.loops))
-        if e.min_py:
-            bits.append("py >= %d.%d" % e.min_py)
-        if e.max_py:
-            bits.append("py <= %d.%d" % e.max_py)
-        if e.platforms:
-            bits.append("platforms: " + ", ".join(e.platforms))
-        return "; ".join(bits)
-
-    def esc(s):
-        return s.replace("|", "\\|")
-
-    w("#### Modules excluded entirely\n\n| module | reason |\n|---|---|\n")
-    for m, why in sorted(EXCL.EXCLUDED_MODULES.items()):
-        w("| %s | %s |\n" % (m, esc(why)))
-    for title, table in (("Classes excluded", EXCL.EXCLUDED_CLASSES),
-                         ("Single tests excluded", EXCL.EXCLUDED_TESTS),
-                         ("Tests kept on asyncio's TestLoop",
-                          EXCL.KEEP_TESTLOOP)):
-        w("\n#### %s\n\n| module | class / test | reason | only when |\n"
-          "|---|---|---|---|\n" % title)
-        for e in table:
-            w("| %s | `%s` | %s | %s |\n" % (e.module, e.target,
-                                             esc(e.reason), cond(e)))
 
 
 # ---------------------------------------------------------------------------
@@ -539,11 +407,14 @@ def main(argv=None):
                    help="print exclusions.py as Markdown tables and exit")
     args = p.parse_args(argv)
     if args.list_exclusions:
-        print_exclusions_markdown()
+        REPORT.print_exclusions_markdown()
         return 0
     if args.test_timeout is None:
         args.test_timeout = min(120.0, args.timeout)
 
+    if os.sep in args.python:
+        # the children run in a temp dir: a relative path would not resolve
+        args.python = os.path.abspath(args.python)
     info = interpreter_info(args.python)
     py = tuple(info["python"])
     available = set(info["modules"])
@@ -596,21 +467,22 @@ def main(argv=None):
         with lock:
             done_count[0] += 1
             c = r.counts()
-            sys.stderr.write("[%d/%d] %-18s %-8s %4d passed %3d failed %3d "
-                             "errors %.1fs\n" % (
-                                 done_count[0], len(to_run), m, r.status(),
-                                 c["passed"] + c["vclock"], c["failed"],
-                                 c["errors"], r.elapsed))
+            sys.stderr.write("[%d/%d] %-18s %4d on-loop %4d without %3d failed "
+                             "%3d errors %.1fs  %s\n" % (
+                                 done_count[0], len(to_run), m, c["on_loop"],
+                                 c["vclock"] + c["stock_loop"] + c["no_loop"],
+                                 c["failed"], c["errors"], r.elapsed,
+                                 r.status()))
         return r
 
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as ex:
         for r in ex.map(one, to_run):
             runs[r.name] = r
 
-    tot = print_report(runs, rows_extra, args, info)
-    print_details(runs, args)
+    tot = REPORT.print_report(runs, rows_extra, args, info)
+    REPORT.print_details(runs, args)
 
-    stale = stale_exclusions(runs, args, py)
+    stale = REPORT.stale_exclusions(runs, args, py)
     if stale:
         print("\nexclusion entries that matched no test (stale?):")
         for e in stale:
@@ -621,34 +493,18 @@ def main(argv=None):
                          if req and not st.startswith("absent")]
 
     if args.json:
-        summary = {
-            "python": info["python"], "loop": args.loop,
-            "suite_dir": info["suite_dir"], "log_dir": args.log_dir,
-            "modules": {
-                n: {"required": r.required, "status": r.status(),
-                    "counts": dict(r.counts()), "elapsed": r.elapsed,
-                    "crashes": r.crashes, "not_run": r.not_run,
-                    "module_error": r.module_error,
-                    "tests": list(r.tests.values())}
-                for n, r in runs.items()},
-            "not_run_modules": {m: st for m, (req, st) in rows_extra.items()},
-            "failing_required": sorted(failing_required),
-        }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
+        REPORT.write_json(args.json, runs, rows_extra, args, info, tot,
+                          failing_required)
 
     print()
     if failing_required:
-        print("required modules not passing: " + ", ".join(
-            sorted(failing_required)))
+        print("required modules not ok: " + ", ".join(
+            "%s (%s)" % (m, runs[m].status() if m in runs
+                         else rows_extra[m][1])
+            for m in sorted(failing_required)))
     else:
-        print("all required modules passed")
-    if tot["vclock"]:
-        print("(%d of the passed tests ran on asyncio's TestLoop, not on %s)"
-              % (tot["vclock"], args.loop))
-    print("%d passed, %d failed, %d skipped" % (
-        tot["passed"] + tot["vclock"], tot["failed"] + tot["errors"],
-        tot["skipped"] + tot["excluded"]))
+        print("all required modules ok")
+    print(REPORT.final_line(tot, args.loop, len(failing_required)))
     return 1 if failing_required else 0
 
 
