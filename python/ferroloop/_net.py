@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import inspect
 import os
+import selectors
 import socket
 from asyncio import base_events, constants, futures, protocols, trsock, unix_events
 
@@ -150,7 +151,10 @@ class NetworkMethods:
         if sslcontext is not None:
             raise NotImplementedError(f"ferroloop does not implement TLS servers yet: {TLS_ISSUE}")
         self._add_fd_callback(
-            sock.fileno(), False, self._accept_ready, (protocol_factory, sock, server, backlog)
+            selectors._fileobj_to_fd(sock),
+            False,
+            self._accept_ready,
+            (protocol_factory, sock, server, backlog),
         )
 
     def _accept_ready(self, protocol_factory, sock, server, backlog):
@@ -201,7 +205,7 @@ class NetworkMethods:
                 )
 
     def _stop_serving(self, sock):
-        self._remove_fd_callback(sock.fileno(), False)
+        self._remove_fd_callback(selectors._fileobj_to_fd(sock), False)
         # Python 3.13's create_unix_server(cleanup_socket=True) records the path's inode:
         # remove the file only if it is still the one this server bound.
         inode = self._unix_server_sockets.pop(sock, None)
