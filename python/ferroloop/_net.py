@@ -196,13 +196,15 @@ class NetworkMethods:
                 raise
             except BaseException as exc:
                 conn.close()
-                self.call_exception_handler(
-                    {
-                        "message": "Error on transport creation for incoming connection",
-                        "exception": exc,
-                        "socket": trsock.TransportSocket(conn),
-                    }
-                )
+                # asyncio reports this only in debug mode (the peer just sees EOF).
+                if self.get_debug():
+                    self.call_exception_handler(
+                        {
+                            "message": "Error on transport creation for incoming connection",
+                            "exception": exc,
+                            "socket": trsock.TransportSocket(conn),
+                        }
+                    )
 
     def _stop_serving(self, sock):
         self._remove_fd_callback(selectors._fileobj_to_fd(sock), False)

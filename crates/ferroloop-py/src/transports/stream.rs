@@ -80,10 +80,12 @@ pub struct StreamTransport {
     state: Mutex<StreamState>,
 }
 
-/// Why a read or write step failed: an OS error or a Python exception.
+/// Why a read or write step failed: an OS error, a Python exception, or a protocol
+/// callback's exception with the message asyncio reports it under.
 enum Failure {
     Os(io::Error),
     Py(PyErr),
+    Protocol(PyErr, &'static str),
 }
 
 impl From<PyErr> for Failure {
@@ -127,6 +129,12 @@ impl StreamTransport {
                 };
                 Self::fatal_error(slf, os_error(err), message)
             }
+            Err(Failure::Protocol(err, message)) => {
+                if py::is_exit_exception(slf.py(), &err) {
+                    return Err(err);
+                }
+                Self::fatal_error(slf, err, message)
+            }
             Err(Failure::Py(err)) => {
                 let py = slf.py();
                 if py::is_exit_exception(py, &err) {
@@ -156,14 +164,19 @@ impl StreamTransport {
         };
         let protocol = protocol.bind(py);
         if buffered {
+            const GET_BUFFER_FAILED: &str = "Fatal error: protocol.get_buffer() call failed.";
+            let failed = |err| Failure::Protocol(err, GET_BUFFER_FAILED);
             let target = protocol
                 .call_method1(intern!(py, "get_buffer"), (-1,))
-                .map_err(|e| Failure::Py(buffer_error(py, e, "get_buffer")))?;
-            let buffer = PyBuffer::<u8>::get(&target)
-                .map_err(|e| Failure::Py(buffer_error(py, e, "get_buffer")))?;
-            if buffer.readonly() || buffer.len_bytes() == 0 {
+                .map_err(failed)?;
+            let buffer = PyBuffer::<u8>::get(&target).map_err(failed)?;
+            if buffer.len_bytes() == 0 {
                 let err = PyRuntimeError::new_err("get_buffer() returned an empty buffer");
-                return Err(Failure::Py(buffer_error(py, err, "get_buffer")));
+                return Err(failed(err));
+            }
+            if buffer.readonly() {
+                let err = PyTypeError::new_err("recv_into() argument must be writable");
+                return Err(Failure::Protocol(err, "Fatal read error on socket transport"));
             }
             // SAFETY: the exporter keeps the memory alive and writable while `buffer` (a
             // held Py_buffer) lives; no Python code runs during the recv.
@@ -217,8 +230,8 @@ impl StreamTransport {
             }
         };
         if keep_open {
-            // Nothing more will arrive: stop watching, but let the protocol write on.
-            this.state.lock().reading = false;
+            // Nothing more will arrive: stop watching (as asyncio, without marking the
+            // transport paused), but let the protocol write on.
             this.unwatch(py, Side::Read);
         } else {
             Self::close_transport(slf)?;
@@ -358,14 +371,6 @@ impl StreamTransport {
     }
 }
 
-/// The error asyncio raises when `get_buffer` misbehaves: the cause wrapped in a
-/// `RuntimeError` naming the method.
-fn buffer_error(py: Python<'_>, cause: PyErr, method: &str) -> PyErr {
-    let err = PyRuntimeError::new_err(format!("protocol.{method}() call failed."));
-    err.set_cause(py, Some(cause));
-    err
-}
-
 /// The bytes of a `write()` argument (bytes, bytearray, memoryview), with asyncio's
 /// `TypeError` for anything else.
 fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
@@ -373,13 +378,13 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
         return Ok(f(bytes.as_bytes()));
     }
     if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
-        let buffer = PyBuffer::<u8>::get(data)?;
-        let bytes = buffer.to_vec(data.py())?;
-        return Ok(f(&bytes));
+        // `bytes(data)`: the raw bytes whatever the buffer's item format.
+        let bytes = data.py().get_type::<PyBytes>().call1((data,))?;
+        return Ok(f(bytes.cast::<PyBytes>()?.as_bytes()));
     }
     Err(PyTypeError::new_err(format!(
-        "data argument must be a bytes-like object, not {:?}",
-        data.get_type().name()?.to_string()
+        "data argument must be a bytes-like object, not {}",
+        data.get_type().name()?.repr()?
     )))
 }
 
@@ -478,7 +483,7 @@ impl StreamTransport {
             Err(Failure::Os(err)) => {
                 Self::fatal_error(slf, os_error(err), "Fatal write error on socket transport")
             }
-            Err(Failure::Py(err)) => Err(err),
+            Err(Failure::Py(err)) | Err(Failure::Protocol(err, _)) => Err(err),
         }
     }
 
@@ -571,7 +576,7 @@ impl StreamTransport {
             Some(low) => 4 * low,
             None => DEFAULT_HIGH_WATER as i64,
         });
-        let low = low.unwrap_or(high / 4);
+        let low = low.unwrap_or(high.div_euclid(4));
         if !(high >= low && low >= 0) {
             return Err(PyValueError::new_err(format!(
                 "high ({high}) must be >= low ({low}) must be >= 0"
