@@ -496,9 +496,15 @@ mod tests {
         for name in ["a", "b", "c", "d"] {
             driver.push_ready(name);
         }
-        assert!(matches!(driver.turn(&rec), Err(TurnError::Dispatch("failed"))));
+        assert!(matches!(
+            driver.turn(&rec),
+            Err(TurnError::Dispatch("failed"))
+        ));
         assert_eq!(*rec.ran.borrow(), ["a"]);
-        assert_eq!(*driver.ready_lock().iter().collect::<Vec<_>>(), [&"c", &"d"]);
+        assert_eq!(
+            *driver.ready_lock().iter().collect::<Vec<_>>(),
+            [&"c", &"d"]
+        );
     }
 
     #[test]
@@ -508,7 +514,9 @@ mod tests {
         let (mut a, b) = UnixStream::pair().unwrap();
         let (mut c, d) = UnixStream::pair().unwrap();
         driver.set_fd(b.as_raw_fd(), Side::Read, "reader").unwrap();
-        driver.set_fd(d.as_raw_fd(), Side::Read, "cancelled").unwrap();
+        driver
+            .set_fd(d.as_raw_fd(), Side::Read, "cancelled")
+            .unwrap();
         a.write_all(b"x").unwrap();
         c.write_all(b"x").unwrap();
         driver.turn(&rec).unwrap();
@@ -568,7 +576,11 @@ mod tests {
         let (ready, timers, owners) = driver.discard_all();
         assert_eq!((ready.len(), timers.len(), owners), (1, 1, vec!["w"]));
         assert_eq!(
-            (driver.ready_len(), driver.timer_counts().0, driver.fd_count()),
+            (
+                driver.ready_len(),
+                driver.timer_counts().0,
+                driver.fd_count()
+            ),
             (0, 0, 0)
         );
     }

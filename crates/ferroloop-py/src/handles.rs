@@ -319,7 +319,11 @@ impl TimerHandle {
             return Ok(true);
         }
         Ok(self.when == other.when
-            && self.inner.callback.bind(py).eq(other.inner.callback.bind(py))?
+            && self
+                .inner
+                .callback
+                .bind(py)
+                .eq(other.inner.callback.bind(py))?
             && self.inner.args.bind(py).eq(other.inner.args.bind(py))?
             && self.inner.is_cancelled() == other.inner.is_cancelled())
     }

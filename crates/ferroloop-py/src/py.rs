@@ -52,7 +52,8 @@ pub fn buffered_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 
 /// Logs `message` as a warning on asyncio's logger (`asyncio.log.logger`).
 pub fn log_warning(py: Python<'_>, message: &str) -> PyResult<()> {
-    cached_attr(py, &ASYNCIO_LOGGER, "asyncio.log", "logger")?.call_method1("warning", (message,))?;
+    cached_attr(py, &ASYNCIO_LOGGER, "asyncio.log", "logger")?
+        .call_method1("warning", (message,))?;
     Ok(())
 }
 

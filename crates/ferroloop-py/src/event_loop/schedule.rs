@@ -103,7 +103,8 @@ impl LoopCore {
         let inner = Callback::new(py, callback, args, context, debug)?;
         let timer = TimerHandle::create(py, inner, when, counter)?;
         core.check_closed()?;
-        core.driver.push_timer(when, QueuedTimer(timer.clone_ref(py)));
+        core.driver
+            .push_timer(when, QueuedTimer(timer.clone_ref(py)));
         Ok(timer)
     }
 
