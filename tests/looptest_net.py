@@ -1,0 +1,163 @@
+"""Helpers shared by the networking tests (``test_net_*.py``).
+
+Deliberately unusual module name (see ``looptest_support``) so that it cannot clash
+with modules of other test directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+TIMEOUT = 10.0
+MB = 1024 * 1024
+
+
+def run(loop, coro, timeout=TIMEOUT):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+async def spin(seconds=0.03):
+    """Let the loop run several iterations (and poll its fds) for a while."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        await asyncio.sleep(0.002)
+
+
+async def until(predicate, timeout=5.0):
+    """Wait until ``predicate()`` is true; fail the test after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, f"condition never became true: {predicate}"
+        await asyncio.sleep(0.002)
+
+
+def connected_pair(kind, small_buffers=False):
+    """Two connected non-blocking stream sockets (TCP over loopback or a Unix pair)."""
+    if kind == "tcp":
+        lsn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if small_buffers:
+            lsn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        with lsn:
+            lsn.bind(("127.0.0.1", 0))
+            lsn.listen(1)
+            a.connect(lsn.getsockname())
+            b, _ = lsn.accept()
+    else:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if small_buffers:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+async def read_until_eof(loop, sock, limit=None):
+    """All bytes from a raw socket until EOF (or until ``limit`` bytes)."""
+    chunks = bytearray()
+    while limit is None or len(chunks) < limit:
+        data = await loop.sock_recv(sock, 256 * 1024)
+        if not data:
+            break
+        chunks += data
+    return bytes(chunks)
+
+
+class Recorder(asyncio.Protocol):
+    """Records every protocol callback."""
+
+    def __init__(self, loop, keep_open=False, pause_in_made=False):
+        self.loop = loop
+        self.keep_open = keep_open
+        self.pause_in_made = pause_in_made
+        self.data = bytearray()
+        self.eofs = 0
+        self.lost_calls = []
+        self.pauses = []  # buffer size seen by each pause_writing()
+        self.resumes = []  # buffer size seen by each resume_writing()
+        self.made = loop.create_future()
+        self.lost = loop.create_future()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        if self.pause_in_made:
+            transport.pause_reading()
+        self.made.set_result(transport)
+
+    def data_received(self, data):
+        assert isinstance(data, bytes)
+        self.data += data
+
+    def eof_received(self):
+        self.eofs += 1
+        return self.keep_open
+
+    def connection_lost(self, exc):
+        self.lost_calls.append(exc)
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def pause_writing(self):
+        self.pauses.append(self.transport.get_write_buffer_size())
+
+    def resume_writing(self):
+        self.resumes.append(self.transport.get_write_buffer_size())
+
+
+async def wrap(loop, sock, factory):
+    transport, protocol = await loop.create_connection(factory, sock=sock)
+    await protocol.made
+    return transport, protocol
+
+
+def fill_kernel_buffers(transport, chunk=64 * 1024, limit=64 * MB):
+    """Write until the transport had to buffer something (the peer does not read)."""
+    sent = 0
+    while transport.get_write_buffer_size() == 0:
+        transport.write(b"f" * chunk)
+        sent += chunk
+        assert sent < limit, "kernel buffers never filled up"
+    return sent
+
+
+def unix_path(tmp_path, name="s.sock"):
+    path = str(tmp_path / name)
+    assert len(path) < 100, path  # sun_path limit
+    return path
+
+
+async def echo_handler(reader, writer):
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            writer.write(line)
+            await writer.drain()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+class EchoProtocol(asyncio.Protocol):
+    """Echo server with back-pressure: stop reading while the peer does not read."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+    def pause_writing(self):
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.transport.resume_reading()
+
+    def eof_received(self):
+        return None  # close (after the echo is flushed)
