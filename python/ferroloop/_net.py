@@ -27,9 +27,18 @@ import inspect
 import os
 import selectors
 import socket
-from asyncio import base_events, constants, futures, protocols, trsock, unix_events
+from asyncio import (
+    base_events,
+    constants,
+    futures,
+    protocols,
+    selector_events,
+    trsock,
+    unix_events,
+)
 
 from ._ferroloop import StreamTransport
+from ._transports import wrap_stream
 
 try:
     import ssl
@@ -44,9 +53,7 @@ NETWORK_FROM_ASYNCIO = (
     "_create_server_getaddrinfo",
     "_ensure_resolved",
     "_sendfile_fallback",
-    "_sendfile_native",
     "_sock_sendfile_fallback",
-    "_sock_sendfile_native",
     "connect_accepted_socket",
     "create_connection",
     "create_datagram_endpoint",
@@ -54,7 +61,16 @@ NETWORK_FROM_ASYNCIO = (
     "sendfile",
     "sock_sendfile",
 )
-UNIX_FROM_ASYNCIO = ("create_unix_connection", "create_unix_server")
+UNIX_FROM_ASYNCIO = (
+    "_sock_add_cancellation_callback",
+    "_sock_sendfile_native",  # os.sendfile, with add_writer while the socket is full
+    "_sock_sendfile_native_impl",
+    "_sock_sendfile_update_filepos",
+    "create_unix_connection",
+    "create_unix_server",
+)
+# Pauses reading, waits for the transport's buffer to flush, then sock_sendfile.
+SELECTOR_FROM_ASYNCIO = ("_sendfile_native",)
 
 TLS_ISSUE = "TLS on the Rust transports is the next issue"
 DATAGRAM_REASON = "UDP and Unix datagram transports land later in the networking issue"
@@ -109,15 +125,17 @@ class NetworkMethods:
         if extra:
             info.update(extra)
         _set_tcp_nodelay(sock)
-        transport = StreamTransport(
-            self,
-            sock,
-            fd,
-            protocol,
-            info,
-            isinstance(protocol, protocols.BufferedProtocol),
-            server,
-            _SERVER_WANTS_TRANSPORT,
+        transport = wrap_stream(
+            StreamTransport(
+                self,
+                sock,
+                fd,
+                protocol,
+                info,
+                isinstance(protocol, protocols.BufferedProtocol),
+                server,
+                _SERVER_WANTS_TRANSPORT,
+            )
         )
         if server is not None:
             server._attach(transport) if _SERVER_WANTS_TRANSPORT else server._attach()
@@ -332,4 +350,6 @@ for _name in NETWORK_FROM_ASYNCIO:
     setattr(NetworkMethods, _name, getattr(base_events.BaseEventLoop, _name))
 for _name in UNIX_FROM_ASYNCIO:
     setattr(NetworkMethods, _name, getattr(unix_events._UnixSelectorEventLoop, _name))
+for _name in SELECTOR_FROM_ASYNCIO:
+    setattr(NetworkMethods, _name, getattr(selector_events.BaseSelectorEventLoop, _name))
 del _name

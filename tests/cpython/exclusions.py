@@ -180,10 +180,6 @@ EXCLUDED_CLASSES += [
 
 _NET = ("networking: {} lands later in the transports issue (not "
         "implemented in ferroloop yet)")
-_NOT_A_TRANSPORT = (
-    "networking: asserts isinstance(transport, asyncio.Transport); ferroloop's "
-    "StreamTransport is a Rust class, which cannot share BaseTransport's "
-    "__slots__ instance layout (a Python wrapper class is the planned fix)")
 _PIPE = ("pipes: {} lands in the pipes/subprocess issue (not implemented in "
          "ferroloop yet)")
 _SIG = ("signals: add_signal_handler lands in the signals issue (not "
@@ -280,9 +276,6 @@ _BASE_EVENTS_TESTS = [
 
 EXCLUDED_TESTS = [
     # ---- test_events / EventLoopTestsMixin: networking -------------------
-    _events("test_create_connection", _NOT_A_TRANSPORT, loops=("ferroloop",)),
-    _events("test_create_unix_connection", _NOT_A_TRANSPORT,
-            loops=("ferroloop",)),
     _events("test_create_ssl_connection",
             _NET.format("create_connection(ssl=...)")),
     _events("test_create_ssl_unix_connection",

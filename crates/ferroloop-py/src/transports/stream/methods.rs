@@ -3,11 +3,12 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::OnceLock;
 
 use ferroloop_core::net::{self, WriteBuffer};
 use ferroloop_core::Side;
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -15,7 +16,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::PyTraverseError;
 
 use super::{
-    Failure, StreamState, StreamTransport, DEFAULT_HIGH_WATER, LOG_THRESHOLD_FOR_LOST_WRITES,
+    Failure, FACE_METHODS, StreamState, StreamTransport, DEFAULT_HIGH_WATER, LOG_THRESHOLD_FOR_LOST_WRITES,
 };
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
@@ -62,6 +63,7 @@ impl StreamTransport {
             extra,
             server,
             server_wants_transport,
+            face: OnceLock::new(),
             state: Mutex::new(StreamState {
                 protocol,
                 buffered,
@@ -74,8 +76,29 @@ impl StreamTransport {
                 high_water: DEFAULT_HIGH_WATER,
                 low_water: DEFAULT_HIGH_WATER / 4,
                 protocol_paused: false,
+                empty_waiter: None,
             }),
         }
+    }
+
+    /// Makes `face` (a `ferroloop._transports.SocketTransport`) the transport users see:
+    /// its instance dict gets this core's bound transport methods, `_core`, `_sock` and
+    /// `_sock_fd`, and its `_loop` slot the loop. Once per transport.
+    fn _bind_face(slf: &Bound<'_, Self>, face: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.face.set(face.clone().unbind()).is_err() {
+            return Err(PyRuntimeError::new_err("the transport already has a face"));
+        }
+        let dict = face.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        for name in FACE_METHODS {
+            dict.set_item(name, slf.getattr(name)?)?;
+        }
+        dict.set_item(intern!(py, "_core"), slf)?;
+        dict.set_item(intern!(py, "_sock"), &this.sock)?;
+        dict.set_item(intern!(py, "_sock_fd"), this.fd)?;
+        face.setattr(intern!(py, "_loop"), &this.event_loop)?;
+        Ok(())
     }
 
     /// Starts watching for data (scheduled right after `connection_made`).
@@ -100,11 +123,16 @@ impl StreamTransport {
                     "Cannot call write() after write_eof()",
                 )));
             }
-            if state.lost {
-                state.writes_after_lost += 1;
-                return Ok(false);
+            if state.empty_waiter.is_some() {
+                return Err(Failure::Py(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                )));
             }
             if bytes.is_empty() {
+                return Ok(false);
+            }
+            if state.lost {
+                state.writes_after_lost += 1;
                 return Ok(false);
             }
             let mut rest = bytes;
@@ -296,14 +324,44 @@ impl StreamTransport {
             if this.server_wants_transport {
                 server
                     .bind(py)
-                    .call_method1(intern!(py, "_detach"), (slf,))?;
+                    .call_method1(intern!(py, "_detach"), (Self::face(slf),))?;
             } else {
                 server.bind(py).call_method0(intern!(py, "_detach"))?;
             }
         }
+        let waiter_failed = Self::resolve_empty_waiter(
+            slf,
+            Some(PyConnectionError::new_err("Connection is closed by peer")),
+        );
         result?;
         closed?;
-        Ok(())
+        waiter_failed
+    }
+
+    /// A future done once the write buffer is empty, for `loop.sendfile` (asyncio's
+    /// `_make_empty_waiter`); `write` refuses until `_reset_empty_waiter`.
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.state.lock().empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        }
+        let waiter = this
+            .event_loop(py)
+            .call_method0(intern!(py, "create_future"))?;
+        let flushed = {
+            let mut state = this.state.lock();
+            state.empty_waiter = Some(waiter.clone().unbind());
+            state.buffer.is_empty()
+        };
+        if flushed {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        Ok(waiter.unbind())
+    }
+
+    fn _reset_empty_waiter(&self) {
+        self.state.lock().empty_waiter = None;
     }
 
     fn __repr__(&self) -> String {
@@ -339,8 +397,14 @@ impl StreamTransport {
         if let Some(server) = &self.server {
             visit.call(server)?;
         }
+        if let Some(face) = self.face.get() {
+            visit.call(face)?;
+        }
         if let Some(state) = self.state.try_lock() {
             visit.call(&state.protocol)?;
+            if let Some(waiter) = &state.empty_waiter {
+                visit.call(waiter)?;
+            }
         }
         Ok(())
     }

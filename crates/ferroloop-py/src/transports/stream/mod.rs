@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::OnceLock;
 
 use ferroloop_core::net::{self, WriteBuffer};
 use ferroloop_core::Side;
@@ -65,6 +66,9 @@ struct StreamState {
     high_water: usize,
     low_water: usize,
     protocol_paused: bool,
+    /// The future `loop.sendfile` waits on until the buffer is flushed (asyncio's
+    /// `_empty_waiter`); while set, `write` refuses.
+    empty_waiter: Option<Py<PyAny>>,
 }
 
 /// A TCP or Unix stream socket transport.
@@ -77,8 +81,35 @@ pub struct StreamTransport {
     server: Option<Py<PyAny>>,
     /// `Server._attach`/`_detach` take the transport (Python 3.13+).
     server_wants_transport: bool,
+    /// The `asyncio.Transport` instance users see (`ferroloop._transports`), bound once by
+    /// `_bind_face`; protocols, servers and exception contexts get it instead of `self`.
+    face: OnceLock<Py<PyAny>>,
     state: Mutex<StreamState>,
 }
+
+/// The transport methods `_bind_face` puts in the face's instance dict: calling them
+/// calls the Rust methods directly, with no Python frame in between.
+const FACE_METHODS: [&str; 19] = [
+    "write",
+    "writelines",
+    "write_eof",
+    "can_write_eof",
+    "close",
+    "abort",
+    "is_closing",
+    "get_extra_info",
+    "pause_reading",
+    "resume_reading",
+    "is_reading",
+    "set_write_buffer_limits",
+    "get_write_buffer_limits",
+    "get_write_buffer_size",
+    "set_protocol",
+    "get_protocol",
+    "_start_reading",
+    "_make_empty_waiter",
+    "_reset_empty_waiter",
+];
 
 /// Why a read or write step failed: an OS error, a Python exception, or a protocol
 /// callback's exception with the message asyncio reports it under.
@@ -95,6 +126,14 @@ impl From<PyErr> for Failure {
 }
 
 impl StreamTransport {
+    /// The transport as Python code sees it: the bound face, or the core before binding.
+    fn face<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        match slf.get().face.get() {
+            Some(face) => face.bind(slf.py()).clone(),
+            None => slf.clone().into_any(),
+        }
+    }
+
     fn event_loop<'py>(&self, py: Python<'py>) -> &Bound<'py, LoopCore> {
         self.event_loop.bind(py)
     }
@@ -267,12 +306,32 @@ impl StreamTransport {
         }
         if drained {
             this.unwatch(py, Side::Write);
+            Self::resolve_empty_waiter(slf, None)?;
             if closing {
                 Self::schedule_connection_lost(slf, None)?;
             } else if eof {
                 net::shutdown_write(this.fd).map_err(Failure::Os)?;
             }
         }
+        Ok(())
+    }
+
+    /// Completes the sendfile waiter, if any: with `None` once the buffer is flushed, or
+    /// with `exc` when the connection is lost.
+    fn resolve_empty_waiter(slf: &Bound<'_, Self>, exc: Option<PyErr>) -> PyResult<()> {
+        let py = slf.py();
+        let Some(waiter) = slf.get().state.lock().empty_waiter.as_ref().map(|w| w.clone_ref(py))
+        else {
+            return Ok(());
+        };
+        let waiter = waiter.bind(py);
+        if waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        match exc {
+            None => waiter.call_method1(intern!(py, "set_result"), (py.None(),))?,
+            Some(exc) => waiter.call_method1(intern!(py, "set_exception"), (exc,))?,
+        };
         Ok(())
     }
 
@@ -287,7 +346,7 @@ impl StreamTransport {
             let context = PyDict::new(py);
             context.set_item("message", format!("protocol.{method}() failed"))?;
             context.set_item("exception", err.into_value(py))?;
-            context.set_item("transport", slf)?;
+            context.set_item("transport", Self::face(slf))?;
             context.set_item("protocol", protocol)?;
             slf.get()
                 .event_loop(py)
@@ -319,7 +378,7 @@ impl StreamTransport {
             let context = PyDict::new(py);
             context.set_item("message", message)?;
             context.set_item("exception", exc.value(py))?;
-            context.set_item("transport", slf)?;
+            context.set_item("transport", Self::face(slf))?;
             context.set_item("protocol", slf.get().protocol(py))?;
             event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
         }
