@@ -27,6 +27,7 @@ import inspect
 import os
 import selectors
 import socket
+import sys
 from asyncio import (
     base_events,
     constants,
@@ -37,8 +38,8 @@ from asyncio import (
     unix_events,
 )
 
-from ._ferroloop import StreamTransport
-from ._transports import wrap_stream
+from ._ferroloop import DatagramTransport, StreamTransport
+from ._transports import wrap_datagram, wrap_stream
 
 try:
     import ssl
@@ -73,7 +74,9 @@ UNIX_FROM_ASYNCIO = (
 SELECTOR_FROM_ASYNCIO = ("_sendfile_native",)
 
 TLS_ISSUE = "TLS on the Rust transports is the next issue"
-DATAGRAM_REASON = "UDP and Unix datagram transports land later in the networking issue"
+# Python 3.13's datagram transports send empty datagrams and count 8 header bytes per
+# queued datagram in get_write_buffer_size(); earlier ones drop empty datagrams.
+_DATAGRAMS_3_13 = sys.version_info >= (3, 13)
 
 # Python 3.13's Server._attach/_detach take the transport.
 _SERVER_WANTS_TRANSPORT = (
@@ -88,6 +91,23 @@ _ACCEPT_BACKOFF = 1.0
 def _check_ssl_socket(sock):
     if ssl is not None and isinstance(sock, ssl.SSLSocket):
         raise TypeError("Socket cannot be of type SSLSocket")
+
+
+def _transport_info(sock, extra):
+    """A transport's extra info: ``socket``, ``sockname``, ``peername``, then ``extra``."""
+    info = {"socket": trsock.TransportSocket(sock)}
+    try:
+        info["sockname"] = sock.getsockname()
+    except OSError:
+        info["sockname"] = None
+    if not extra or "peername" not in extra:
+        try:
+            info["peername"] = sock.getpeername()
+        except OSError:
+            info["peername"] = None
+    if extra:
+        info.update(extra)
+    return info
 
 
 def _set_tcp_nodelay(sock):
@@ -112,47 +132,53 @@ class NetworkMethods:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         fd = sock.fileno()
         self._ensure_fd_no_transport(fd)
-        info = {"socket": trsock.TransportSocket(sock)}
-        try:
-            info["sockname"] = sock.getsockname()
-        except OSError:
-            info["sockname"] = None
-        if not extra or "peername" not in extra:
-            try:
-                info["peername"] = sock.getpeername()
-            except OSError:
-                info["peername"] = None
-        if extra:
-            info.update(extra)
+        info = _transport_info(sock, extra)
         _set_tcp_nodelay(sock)
-        transport = wrap_stream(
-            StreamTransport(
-                self,
-                sock,
-                fd,
-                protocol,
-                info,
-                isinstance(protocol, protocols.BufferedProtocol),
-                server,
-                _SERVER_WANTS_TRANSPORT,
-            )
+        core = StreamTransport(
+            self,
+            sock,
+            fd,
+            protocol,
+            info,
+            isinstance(protocol, protocols.BufferedProtocol),
+            server,
+            _SERVER_WANTS_TRANSPORT,
         )
+        transport = wrap_stream(core)
         if server is not None:
             server._attach(transport) if _SERVER_WANTS_TRANSPORT else server._attach()
+        self._start_transport(fd, transport, protocol, waiter)
+        return transport
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
+        info = _transport_info(sock, extra)
+        core = DatagramTransport(
+            self,
+            sock,
+            fd,
+            protocol,
+            info,
+            address,
+            bool(info["peername"]),
+            _DATAGRAMS_3_13,
+            8 if _DATAGRAMS_3_13 else 0,
+        )
+        transport = wrap_datagram(core)
+        self._start_transport(fd, transport, protocol, waiter)
+        return transport
+
+    def _start_transport(self, fd, transport, protocol, waiter):
+        """asyncio's order: connection_made, then reading starts, then the waiter."""
         self._transports[fd] = transport
         self.call_soon(protocol.connection_made, transport)
         self.call_soon(transport._start_reading)
         if waiter is not None:
             self.call_soon(futures._set_result_unless_cancelled, waiter, None)
-        return transport
 
     def _make_ssl_transport(self, *args, **kwargs):
         raise NotImplementedError(f"ferroloop does not implement TLS transports yet: {TLS_ISSUE}")
-
-    def _make_datagram_transport(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"ferroloop does not implement datagram transports yet: {DATAGRAM_REASON}"
-        )
 
     # -- servers ---------------------------------------------------------------------
 

@@ -1,19 +1,19 @@
-"""The ``asyncio.Transport`` faces of ferroloop's Rust transports.
+"""The ``asyncio`` transport faces of ferroloop's Rust transports.
 
 A Rust pyclass cannot derive from ``asyncio.Transport`` (``BaseTransport`` has
 ``__slots__``, so the two instance layouts conflict), yet code checks
 ``isinstance(transport, asyncio.Transport)`` and asyncio's sendfile fallback requires
 ``transports._FlowControlMixin``. So each Rust transport (the *core*) gets a face: an
 instance of a class here, deriving from both, whose instance dict holds the core's bound
-methods (``StreamTransport._bind_face`` puts them there). Calling ``transport.write(data)``
-therefore finds the Rust method in the instance dict and calls it directly: no Python
-frame of ours runs per call; only the face's creation (once per connection) and the rare
-members defined below are Python.
+methods (``core._bind_face`` puts them there). Calling ``transport.write(data)`` therefore
+finds the Rust method in the instance dict and calls it directly: no Python frame of ours
+runs per call; only the face's creation (once per connection) and the rare members
+defined below are Python.
 
-Invariants: a face is created only by ``wrap_stream`` and bound to exactly one core; the
-core hands the face (never itself) to protocols, servers and exception handlers; the core
-keeps the face alive while it is registered with the loop, as asyncio's selector keeps
-its transports.
+Invariants: a face is created only by ``wrap_stream``/``wrap_datagram`` and bound to
+exactly one core; the core hands the face (never itself) to protocols, servers and
+exception handlers; the core keeps the face alive while it is registered with the loop,
+as asyncio's selector keeps its transports.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ from __future__ import annotations
 import warnings
 from asyncio import constants, transports
 
-from ._ferroloop import StreamTransport
+from ._ferroloop import DatagramTransport as DatagramCore
+from ._ferroloop import StreamTransport as StreamCore
 
 
-class SocketTransport(transports._FlowControlMixin, transports.Transport):
-    """A TCP or Unix stream transport (the Rust ``StreamTransport`` core does the work)."""
+class _Face:
+    """What every face adds to its core's methods (none of it is on a hot path)."""
 
     # Neither asyncio's __init__ runs: the core holds the state _FlowControlMixin keeps in
     # its slots, and the methods that read those slots are shadowed by the core's.
-    _start_tls_compatible = False  # TLS is a later issue; start_tls refuses with TypeError
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE  # os.sendfile, zero-copy
 
     @property
     def _protocol_paused(self):
@@ -45,11 +44,29 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         core = self.__dict__.get("_core")
         if core is not None and not core.is_closing():
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            core._sock.close()
+            self._sock.close()
 
 
-def wrap_stream(core: StreamTransport) -> SocketTransport:
+class SocketTransport(_Face, transports._FlowControlMixin, transports.Transport):
+    """A TCP or Unix stream transport (the Rust ``StreamTransport`` core does the work)."""
+
+    _start_tls_compatible = False  # TLS is a later issue; start_tls refuses with TypeError
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE  # os.sendfile, zero-copy
+
+
+class DatagramTransport(_Face, transports._FlowControlMixin, transports.DatagramTransport):
+    """A UDP or Unix datagram transport (the Rust ``DatagramTransport`` core does the work)."""
+
+
+def wrap_stream(core: StreamCore) -> SocketTransport:
     """The face of a new stream transport core."""
     face = SocketTransport.__new__(SocketTransport)
+    core._bind_face(face)
+    return face
+
+
+def wrap_datagram(core: DatagramCore) -> DatagramTransport:
+    """The face of a new datagram transport core."""
+    face = DatagramTransport.__new__(DatagramTransport)
     core._bind_face(face)
     return face

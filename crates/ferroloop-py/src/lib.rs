@@ -6,7 +6,7 @@
 //!   and the run loop itself.
 //! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses.
 //! * [`ready`] — what the driver queues: ready entries and fd owners.
-//! * [`transports`] — native transports (`StreamTransport`).
+//! * [`transports`] — native transports (`StreamTransport`, `DatagramTransport`).
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
 //! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
 //! * [`py`] — Python objects looked up once.
@@ -30,5 +30,5 @@ mod _ferroloop {
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
     #[pymodule_export]
-    use crate::transports::StreamTransport;
+    use crate::transports::{DatagramTransport, StreamTransport};
 }

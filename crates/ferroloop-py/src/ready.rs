@@ -11,14 +11,14 @@ use pyo3::prelude::*;
 use pyo3::PyTraverseError;
 
 use crate::handles::{Callback, Handle, TimerHandle};
-use crate::transports::StreamTransport;
+use crate::transports::NativeTransport;
 
 /// The reader or writer of an fd.
 pub enum FdOwner {
     /// `add_reader`/`add_writer`.
     Callback(Py<Handle>),
-    /// A native stream transport's socket.
-    Stream(Py<StreamTransport>),
+    /// A native transport's socket.
+    Transport(NativeTransport),
 }
 
 impl FdOwner {
@@ -28,14 +28,22 @@ impl FdOwner {
         match self {
             FdOwner::Callback(handle) if handle.get().inner.is_cancelled() => None,
             FdOwner::Callback(handle) => Some(Ready::Handle(handle.clone_ref(py))),
-            FdOwner::Stream(transport) => Some(Ready::Stream(transport.clone_ref(py), side)),
+            FdOwner::Transport(transport) => Some(Ready::Transport(transport.clone_ref(py), side)),
         }
     }
 
-    /// Tells the owner it lost its fd (the loop closed, or the fd did not survive a fork).
+    /// Tells a callback owner it lost its fd (replaced, removed, gone after a fork).
     pub fn cancel(&self) {
         if let FdOwner::Callback(handle) = self {
             handle.get().cancel();
+        }
+    }
+
+    /// The loop will never call this owner again (it closed, or the fd did not survive a
+    /// fork): a transport lets go of its face (see `transports::core::Common::face`).
+    pub fn release_face(&self, py: Python<'_>) {
+        if let FdOwner::Transport(transport) = self {
+            transport.release_face(py);
         }
     }
 
@@ -43,7 +51,7 @@ impl FdOwner {
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
             FdOwner::Callback(h) => visit.call(h),
-            FdOwner::Stream(t) => visit.call(t),
+            FdOwner::Transport(t) => t.traverse(visit),
         }
     }
 }
@@ -55,7 +63,7 @@ pub enum Ready {
     /// A timer whose deadline passed.
     Timer(Py<TimerHandle>),
     /// A native transport's socket is ready on this side.
-    Stream(Py<StreamTransport>, Side),
+    Transport(NativeTransport, Side),
 }
 
 impl Ready {
@@ -64,7 +72,7 @@ impl Ready {
         match self {
             Ready::Handle(h) => Some(&h.get().inner),
             Ready::Timer(t) => Some(&t.get().inner),
-            Ready::Stream(..) => None,
+            Ready::Transport(..) => None,
         }
     }
 
@@ -78,7 +86,7 @@ impl Ready {
         match self {
             Ready::Handle(h) => h.clone_ref(py).into_any(),
             Ready::Timer(t) => t.clone_ref(py).into_any(),
-            Ready::Stream(t, _) => t.clone_ref(py).into_any(),
+            Ready::Transport(t, _) => t.object(py),
         }
     }
 
@@ -87,7 +95,7 @@ impl Ready {
         match self {
             Ready::Handle(h) => visit.call(h),
             Ready::Timer(t) => visit.call(t),
-            Ready::Stream(t, _) => visit.call(t),
+            Ready::Transport(t, _) => t.traverse(visit),
         }
     }
 }

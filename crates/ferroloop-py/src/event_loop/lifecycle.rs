@@ -26,6 +26,11 @@ impl LoopCore {
     /// released (destructors may run Python code that calls the loop).
     pub(super) fn discard_queued(&self) {
         let discarded = self.driver.discard_all();
+        Python::attach(|py| {
+            for owner in &discarded.2 {
+                owner.release_face(py);
+            }
+        });
         drop(discarded);
     }
 
@@ -37,9 +42,12 @@ impl LoopCore {
         // SAFETY: this runs in the child's at-fork hook (`os.register_at_fork`), before the
         // child starts threads; the parent's threads that used the driver do not exist here.
         let lost = unsafe { self.driver.reset_in_forked_child() }.map_err(os_error)?;
-        for owner in &lost {
-            owner.cancel();
-        }
+        Python::attach(|py| {
+            for owner in &lost {
+                owner.cancel();
+                owner.release_face(py);
+            }
+        });
         drop(lost);
         Ok(())
     }

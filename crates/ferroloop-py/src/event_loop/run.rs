@@ -20,7 +20,6 @@ use crate::errors::os_error;
 use crate::handles::{Callback, QueuedTimer};
 use crate::py;
 use crate::ready::{FdOwner, Ready};
-use crate::transports::StreamTransport;
 
 /// One `turn` of a loop, with the loop object the callbacks need.
 pub(super) struct Iteration<'a, 'py> {
@@ -92,7 +91,7 @@ fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
         None
     };
     let result = match entry {
-        Ready::Stream(transport, side) => StreamTransport::on_ready(transport.bind(py), *side),
+        Ready::Transport(transport, side) => transport.on_ready(py, *side),
         Ready::Handle(_) | Ready::Timer(_) => run_callback(slf, entry),
     };
     if debug {

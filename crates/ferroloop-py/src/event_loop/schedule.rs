@@ -18,7 +18,7 @@ use super::LoopCore;
 use crate::errors::os_error;
 use crate::handles::{Callback, Handle, QueuedTimer, TimerHandle};
 use crate::ready::{FdOwner, Ready};
-use crate::transports::StreamTransport;
+use crate::transports::NativeTransport;
 
 /// The driver side of a reader (`writer=False`) or writer.
 pub(super) fn side(writer: bool) -> Side {
@@ -159,23 +159,23 @@ impl LoopCore {
     }
 
     /// Makes `transport` the reader or writer of its socket `fd`.
-    pub(crate) fn watch_stream(
+    pub(crate) fn watch_transport(
         &self,
         fd: RawFd,
         side: Side,
-        transport: Py<StreamTransport>,
+        transport: NativeTransport,
     ) -> PyResult<()> {
         self.check_closed()?;
         let previous = self
             .driver
-            .set_fd(fd, side, FdOwner::Stream(transport))
+            .set_fd(fd, side, FdOwner::Transport(transport))
             .map_err(os_error)?;
         drop(previous);
         Ok(())
     }
 
     /// Stops watching `fd` on `side` for a transport (no-op if not watched).
-    pub(crate) fn unwatch_stream(&self, fd: RawFd, side: Side) {
+    pub(crate) fn unwatch_transport(&self, fd: RawFd, side: Side) {
         let removed = self.driver.remove_fd(fd, side);
         drop(removed);
     }

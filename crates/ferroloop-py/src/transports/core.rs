@@ -1,0 +1,672 @@
+//! What every native transport shares, whatever its kind: its identity ([`Common`]), the
+//! state under its lock ([`State`]), and the steps asyncio's `_SelectorTransport` defines
+//! once for all kinds — close, abort, fatal errors, `connection_lost`, flow control at the
+//! water marks, pausing and resuming reads, the `asyncio.Transport` face. The kinds
+//! (`stream`, `datagram`) add their reads and writes on top.
+//!
+//! Invariants, for every kind: `closing` never goes back to false; `lost` is set once, when
+//! `connection_lost` is scheduled, which happens exactly once; the fd is registered for
+//! reading only while `reading && !closing`, for writing only while writes are pending
+//! and `!lost`; no Python code runs while the state lock is held (Python may re-enter the
+//! transport).
+
+use std::os::fd::RawFd;
+
+use ferroloop_core::Side;
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pyclass::boolean_struct::True;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::{PyClass, PyTraverseError};
+
+use super::NativeTransport;
+use crate::event_loop::LoopCore;
+use crate::py;
+
+/// Default high-water mark of the write buffer (asyncio's 64 KiB).
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// After this many writes to a lost connection, each further one logs a warning.
+pub const LOG_THRESHOLD_FOR_LOST_WRITES: u32 = 5;
+
+/// The parts of a transport fixed at creation (plus the face, bound once right after).
+pub struct Common {
+    pub fd: RawFd,
+    pub event_loop: Py<LoopCore>,
+    /// The Python socket object: it owns the fd and is closed after `connection_lost`.
+    pub sock: Py<PyAny>,
+    pub extra: Py<PyDict>,
+    pub server: Option<Py<PyAny>>,
+    /// `Server._attach`/`_detach` take the transport (Python 3.13+).
+    pub server_wants_transport: bool,
+    /// The `asyncio.Transport` instance users see (`ferroloop._transports`); protocols,
+    /// servers and exception contexts get it instead of the core. Released after
+    /// `connection_lost` and when the loop closes, so that the face (which holds the core
+    /// through its bound methods) is freed by reference counting, and warns at once if it
+    /// was never closed, as asyncio's transports do.
+    pub face: Mutex<Option<Py<PyAny>>>,
+}
+
+impl Common {
+    pub fn new(
+        event_loop: Py<LoopCore>,
+        sock: Py<PyAny>,
+        fd: RawFd,
+        extra: Py<PyDict>,
+        server: Option<Py<PyAny>>,
+        server_wants_transport: bool,
+    ) -> Self {
+        Common {
+            fd,
+            event_loop,
+            sock,
+            extra,
+            server,
+            server_wants_transport,
+            face: Mutex::new(None),
+        }
+    }
+
+    pub fn event_loop<'py>(&self, py: Python<'py>) -> &Bound<'py, LoopCore> {
+        self.event_loop.bind(py)
+    }
+
+    pub fn get_extra_info(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match self.extra.bind(py).get_item(name)? {
+            Some(value) => Ok(value.unbind()),
+            None => Ok(default.unwrap_or_else(|| py.None())),
+        }
+    }
+
+    /// Drops the reference to the face (see `face`).
+    pub fn release_face(&self) {
+        let face = self.face.lock().take();
+        drop(face);
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        visit.call(&self.sock)?;
+        visit.call(&self.extra)?;
+        if let Some(server) = &self.server {
+            visit.call(server)?;
+        }
+        if let Some(face) = self.face.try_lock() {
+            if let Some(face) = face.as_ref() {
+                visit.call(face)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The write-buffer water marks and whether the protocol was told to pause writing.
+pub struct FlowControl {
+    pub high: usize,
+    pub low: usize,
+    pub paused: bool,
+}
+
+impl FlowControl {
+    pub fn new() -> Self {
+        FlowControl {
+            high: DEFAULT_HIGH_WATER,
+            low: DEFAULT_HIGH_WATER / 4,
+            paused: false,
+        }
+    }
+
+    /// Whether `pause_writing()` is due at buffer size `size` (then marks it paused).
+    fn pause_due(&mut self, size: usize) -> bool {
+        let due = !self.paused && size > self.high;
+        self.paused |= due;
+        due
+    }
+
+    /// Whether `resume_writing()` is due at buffer size `size` (then marks it running).
+    fn resume_due(&mut self, size: usize) -> bool {
+        let due = self.paused && size <= self.low;
+        self.paused &= !due;
+        due
+    }
+
+    /// asyncio's `_set_write_buffer_limits`: defaults, and its `ValueError`.
+    fn set_limits(&mut self, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        let high = high.unwrap_or_else(|| match low {
+            Some(low) => 4 * low,
+            None => DEFAULT_HIGH_WATER as i64,
+        });
+        let low = low.unwrap_or(high.div_euclid(4));
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        self.high = high as usize;
+        self.low = low as usize;
+        Ok(())
+    }
+}
+
+/// The writes a transport kind holds back until its socket is writable.
+pub trait Pending {
+    /// What `get_write_buffer_size()` reports (compared with the water marks).
+    fn size(&self) -> usize;
+    /// Drops everything (abort, fatal errors).
+    fn clear(&mut self);
+}
+
+/// Mutable state of a transport; `kind` is what only one kind has (its write buffer, ...).
+pub struct State<K> {
+    pub protocol: Py<PyAny>,
+    /// Reading is wanted (not paused by `pause_reading` or a kept-open EOF).
+    pub reading: bool,
+    pub closing: bool,
+    /// `connection_lost` is scheduled (or ran).
+    pub lost: bool,
+    pub writes_after_lost: u32,
+    pub flow: FlowControl,
+    pub kind: K,
+}
+
+impl<K> State<K> {
+    pub fn new(protocol: Py<PyAny>, kind: K) -> Self {
+        State {
+            protocol,
+            reading: true,
+            closing: false,
+            lost: false,
+            writes_after_lost: 0,
+            flow: FlowControl::new(),
+            kind,
+        }
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.protocol)
+    }
+}
+
+/// The bytes of a `write()` argument: `bytes` as they are, any other buffer
+/// (`bytearray`, `memoryview` of any format) as `bytes(data)`, with asyncio's
+/// `TypeError` for anything else.
+pub fn as_bytes<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    if let Ok(bytes) = data.cast::<PyBytes>() {
+        return Ok(bytes.clone());
+    }
+    if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
+        let bytes = data.py().get_type::<PyBytes>().call1((data,))?;
+        return Ok(bytes.cast_into::<PyBytes>()?);
+    }
+    Err(PyTypeError::new_err(format!(
+        "data argument must be a bytes-like object, not {}",
+        data.get_type().name()?.repr()?
+    )))
+}
+
+/// A native transport pyclass: gives the shared steps below access to its parts.
+pub trait Transport: PyClass<Frozen = True> + Sync {
+    type Kind: Pending + Send;
+    fn common(&self) -> &Common;
+    fn state(&self) -> &Mutex<State<Self::Kind>>;
+    /// The fd owner the driver keeps for this transport.
+    fn native(slf: &Bound<'_, Self>) -> NativeTransport;
+}
+
+/// The methods every kind's face gets in its instance dict (see [`bind_face`]).
+const SHARED_FACE_METHODS: [&str; 13] = [
+    "close",
+    "abort",
+    "is_closing",
+    "get_extra_info",
+    "pause_reading",
+    "resume_reading",
+    "is_reading",
+    "set_write_buffer_limits",
+    "get_write_buffer_limits",
+    "get_write_buffer_size",
+    "set_protocol",
+    "get_protocol",
+    "_start_reading",
+];
+
+/// The transport as Python code sees it: the bound face, or the core before binding.
+pub fn face<'py, T: Transport>(slf: &Bound<'py, T>) -> Bound<'py, PyAny> {
+    let face = slf
+        .get()
+        .common()
+        .face
+        .lock()
+        .as_ref()
+        .map(|f| f.clone_ref(slf.py()));
+    match face {
+        Some(face) => face.into_bound(slf.py()),
+        None => slf.clone().into_any(),
+    }
+}
+
+/// Makes `face` the transport users see: its instance dict gets the core's bound shared
+/// methods and the kind's `methods` (so calls reach Rust with no Python frame), `_core`, `_sock` and `_sock_fd`,
+/// and its `_loop` slot the loop. Once per transport.
+pub fn bind_face<T: Transport>(
+    slf: &Bound<'_, T>,
+    face: &Bound<'_, PyAny>,
+    methods: &[&str],
+) -> PyResult<()> {
+    let py = slf.py();
+    let common = slf.get().common();
+    {
+        let mut slot = common.face.lock();
+        if slot.is_some() {
+            return Err(PyRuntimeError::new_err("the transport already has a face"));
+        }
+        *slot = Some(face.clone().unbind());
+    }
+    let dict = face
+        .getattr(intern!(py, "__dict__"))?
+        .cast_into::<PyDict>()?;
+    for name in SHARED_FACE_METHODS.iter().chain(methods) {
+        dict.set_item(name, slf.as_any().getattr(name)?)?;
+    }
+    dict.set_item(intern!(py, "_core"), slf)?;
+    dict.set_item(intern!(py, "_sock"), &common.sock)?;
+    dict.set_item(intern!(py, "_sock_fd"), common.fd)?;
+    face.setattr(intern!(py, "_loop"), &common.event_loop)?;
+    Ok(())
+}
+
+pub fn protocol<T: Transport>(this: &T, py: Python<'_>) -> Py<PyAny> {
+    this.state().lock().protocol.clone_ref(py)
+}
+
+pub fn watch<T: Transport>(slf: &Bound<'_, T>, side: Side) -> PyResult<()> {
+    let common = slf.get().common();
+    common
+        .event_loop(slf.py())
+        .get()
+        .watch_transport(common.fd, side, T::native(slf))
+}
+
+pub fn unwatch<T: Transport>(this: &T, py: Python<'_>, side: Side) {
+    let common = this.common();
+    common
+        .event_loop(py)
+        .get()
+        .unwatch_transport(common.fd, side);
+}
+
+/// Passes `exc` to the loop's exception handler with `message`, the transport (its face)
+/// and the protocol, as asyncio's transports do.
+pub fn report<T: Transport>(
+    slf: &Bound<'_, T>,
+    message: &str,
+    exc: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = slf.py();
+    let context = PyDict::new(py);
+    context.set_item("message", message)?;
+    context.set_item("exception", exc)?;
+    context.set_item("transport", face(slf))?;
+    context.set_item("protocol", protocol(slf.get(), py))?;
+    slf.get()
+        .common()
+        .event_loop(py)
+        .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}
+
+/// A protocol callback failed without making the transport unusable: the failure goes to
+/// the exception handler (`SystemExit`/`KeyboardInterrupt` leave the loop).
+pub fn report_callback_error<T: Transport>(
+    slf: &Bound<'_, T>,
+    err: PyErr,
+    message: &str,
+) -> PyResult<()> {
+    if py::is_exit_exception(slf.py(), &err) {
+        return Err(err);
+    }
+    report(slf, message, err.value(slf.py()))
+}
+
+/// `pause_writing`/`resume_writing` on the protocol; failures go to the handler.
+fn call_flow_control<T: Transport>(slf: &Bound<'_, T>, method: &'static str) -> PyResult<()> {
+    let py = slf.py();
+    let protocol = protocol(slf.get(), py);
+    match protocol.bind(py).call_method0(method) {
+        Ok(_) => Ok(()),
+        Err(err) => report_callback_error(slf, err, &format!("protocol.{method}() failed")),
+    }
+}
+
+/// Pauses the protocol if the pending writes went above the high-water mark.
+pub fn maybe_pause_protocol<T: Transport>(slf: &Bound<'_, T>) -> PyResult<()> {
+    let due = {
+        let mut state = slf.get().state().lock();
+        let size = state.kind.size();
+        state.flow.pause_due(size)
+    };
+    if due {
+        call_flow_control(slf, "pause_writing")?;
+    }
+    Ok(())
+}
+
+/// Resumes the protocol if the pending writes fell to the low-water mark.
+pub fn maybe_resume_protocol<T: Transport>(slf: &Bound<'_, T>) -> PyResult<()> {
+    let due = {
+        let mut state = slf.get().state().lock();
+        let size = state.kind.size();
+        state.flow.resume_due(size)
+    };
+    if due {
+        call_flow_control(slf, "resume_writing")?;
+    }
+    Ok(())
+}
+
+pub fn set_write_buffer_limits<T: Transport>(
+    slf: &Bound<'_, T>,
+    high: Option<i64>,
+    low: Option<i64>,
+) -> PyResult<()> {
+    slf.get().state().lock().flow.set_limits(high, low)?;
+    maybe_pause_protocol(slf)
+}
+
+pub fn get_write_buffer_limits<T: Transport>(this: &T) -> (usize, usize) {
+    let state = this.state().lock();
+    (state.flow.low, state.flow.high)
+}
+
+pub fn is_reading<T: Transport>(this: &T) -> bool {
+    let state = this.state().lock();
+    state.reading && !state.closing
+}
+
+pub fn pause_reading<T: Transport>(slf: &Bound<'_, T>) {
+    let this = slf.get();
+    {
+        let mut state = this.state().lock();
+        if state.closing || !state.reading {
+            return;
+        }
+        state.reading = false;
+    }
+    unwatch(this, slf.py(), Side::Read);
+}
+
+pub fn resume_reading<T: Transport>(slf: &Bound<'_, T>) -> PyResult<()> {
+    {
+        let mut state = slf.get().state().lock();
+        if state.closing || state.reading {
+            return Ok(());
+        }
+        state.reading = true;
+    }
+    watch(slf, Side::Read)
+}
+
+/// Starts watching for data (scheduled right after `connection_made`).
+pub fn start_reading<T: Transport>(slf: &Bound<'_, T>) -> PyResult<()> {
+    if is_reading(slf.get()) {
+        watch(slf, Side::Read)?;
+    }
+    Ok(())
+}
+
+/// A fatal error: reported (unless it is an `OSError`, which only debug mode logs, as in
+/// asyncio), then the transport is closed at once with `exc`.
+pub fn fatal_error<T: Transport>(slf: &Bound<'_, T>, exc: PyErr, message: &str) -> PyResult<()> {
+    let py = slf.py();
+    if !exc.is_instance_of::<PyOSError>(py) {
+        report(slf, message, exc.value(py))?;
+    }
+    force_close(slf, Some(exc.into_value(py).into_any()))
+}
+
+/// Drops pending writes, stops watching, schedules `connection_lost(exc)` (`abort`).
+pub fn force_close<T: Transport>(slf: &Bound<'_, T>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    {
+        let mut state = this.state().lock();
+        if state.lost {
+            return Ok(());
+        }
+        state.kind.clear();
+        state.closing = true;
+    }
+    unwatch(this, py, Side::Read);
+    unwatch(this, py, Side::Write);
+    schedule_connection_lost(slf, exc)
+}
+
+/// `close`: stop reading; `connection_lost(None)` once pending writes are flushed.
+pub fn close<T: Transport>(slf: &Bound<'_, T>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    let flushed = {
+        let mut state = this.state().lock();
+        if state.closing {
+            return Ok(());
+        }
+        state.closing = true;
+        state.kind.size() == 0
+    };
+    unwatch(this, py, Side::Read);
+    if flushed {
+        schedule_connection_lost(slf, None)?;
+    }
+    Ok(())
+}
+
+pub fn schedule_connection_lost<T: Transport>(
+    slf: &Bound<'_, T>,
+    exc: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let py = slf.py();
+    {
+        let mut state = slf.get().state().lock();
+        if state.lost {
+            return Ok(());
+        }
+        state.lost = true;
+    }
+    let callback = slf.as_any().getattr(intern!(py, "_call_connection_lost"))?;
+    slf.get()
+        .common()
+        .event_loop(py)
+        .call_method1(intern!(py, "call_soon"), (callback, exc))?;
+    Ok(())
+}
+
+/// Runs `protocol.connection_lost(exc)`, then closes the socket and tells the server;
+/// the first failure is raised after all three ran.
+pub fn call_connection_lost<T: Transport>(
+    slf: &Bound<'_, T>,
+    exc: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let py = slf.py();
+    let common = slf.get().common();
+    let result = protocol(slf.get(), py)
+        .bind(py)
+        .call_method1(intern!(py, "connection_lost"), (exc,));
+    let closed = common.sock.bind(py).call_method0(intern!(py, "close"));
+    if let Some(server) = &common.server {
+        if common.server_wants_transport {
+            server
+                .bind(py)
+                .call_method1(intern!(py, "_detach"), (face(slf),))?;
+        } else {
+            server.bind(py).call_method0(intern!(py, "_detach"))?;
+        }
+    }
+    common.release_face();
+    result?;
+    closed?;
+    Ok(())
+}
+
+/// Counts a write to a lost connection; asyncio logs a warning from the fifth on.
+pub fn note_write_after_lost<T: Transport>(this: &T, py: Python<'_>) -> PyResult<()> {
+    let count = {
+        let mut state = this.state().lock();
+        state.writes_after_lost += 1;
+        state.writes_after_lost
+    };
+    if count >= LOG_THRESHOLD_FOR_LOST_WRITES {
+        py::log_warning(py, "socket.send() raised exception.")?;
+    }
+    Ok(())
+}
+
+/// `set_protocol`: swaps the protocol (the old one is released after the lock).
+pub fn set_protocol<T: Transport>(this: &T, protocol: Bound<'_, PyAny>) {
+    let old = std::mem::replace(&mut this.state().lock().protocol, protocol.unbind());
+    drop(old);
+}
+
+/// The text of a transport repr: `<Name[ closing|closed] fd=N read=... write=<...>>`.
+pub fn repr<T: Transport>(this: &T, name: &str) -> String {
+    let state = this.state().lock();
+    let status = if state.lost {
+        " closed"
+    } else if state.closing {
+        " closing"
+    } else {
+        ""
+    };
+    let read = if state.reading && !state.closing {
+        "polling"
+    } else {
+        "idle"
+    };
+    let size = state.kind.size();
+    let write = if size == 0 { "idle" } else { "polling" };
+    format!(
+        "<{name}{status} fd={} read={read} write=<{write}, bufsize={size}>>",
+        this.common().fd
+    )
+}
+
+/// Declares a native transport pyclass `$ty` with kind state `$kind` (the `NativeTransport`
+/// variant `$variant`): its `Transport` impl, and its one `#[pymethods]` block made of the
+/// methods every kind shares (thin shims over this module; the face gets those named in
+/// the module's `FACE_METHODS`) followed by the kind's own `$($methods)*`.
+macro_rules! native_transport {
+    ($ty:ident, $kind:ty, $variant:ident; $($methods:tt)*) => {
+        impl $crate::transports::core::Transport for $ty {
+            type Kind = $kind;
+
+            fn common(&self) -> &$crate::transports::core::Common {
+                &self.common
+            }
+
+            fn state(&self) -> &::parking_lot::Mutex<$crate::transports::core::State<$kind>> {
+                &self.state
+            }
+
+            fn native(slf: &::pyo3::Bound<'_, Self>) -> $crate::transports::NativeTransport {
+                $crate::transports::NativeTransport::$variant(slf.clone().unbind())
+            }
+        }
+
+        #[::pyo3::pymethods]
+        impl $ty {
+            /// Makes `face` (see `ferroloop._transports`) the transport users see.
+            fn _bind_face(
+                slf: &::pyo3::Bound<'_, Self>,
+                face: ::pyo3::Bound<'_, ::pyo3::PyAny>,
+            ) -> ::pyo3::PyResult<()> {
+                $crate::transports::core::bind_face(slf, &face, &FACE_METHODS)
+            }
+
+            /// Starts watching for data (scheduled right after `connection_made`).
+            fn _start_reading(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                $crate::transports::core::start_reading(slf)
+            }
+
+            fn close(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                $crate::transports::core::close(slf)
+            }
+
+            fn abort(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                $crate::transports::core::force_close(slf, None)
+            }
+
+            fn is_closing(&self) -> bool {
+                self.state.lock().closing
+            }
+
+            #[pyo3(signature = (name, default=None))]
+            fn get_extra_info(
+                &self,
+                py: ::pyo3::Python<'_>,
+                name: &::pyo3::Bound<'_, ::pyo3::PyAny>,
+                default: Option<::pyo3::Py<::pyo3::PyAny>>,
+            ) -> ::pyo3::PyResult<::pyo3::Py<::pyo3::PyAny>> {
+                self.common.get_extra_info(py, name, default)
+            }
+
+            fn pause_reading(slf: &::pyo3::Bound<'_, Self>) {
+                $crate::transports::core::pause_reading(slf)
+            }
+
+            fn resume_reading(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                $crate::transports::core::resume_reading(slf)
+            }
+
+            fn is_reading(&self) -> bool {
+                $crate::transports::core::is_reading(self)
+            }
+
+            #[pyo3(signature = (high=None, low=None))]
+            fn set_write_buffer_limits(
+                slf: &::pyo3::Bound<'_, Self>,
+                high: Option<i64>,
+                low: Option<i64>,
+            ) -> ::pyo3::PyResult<()> {
+                $crate::transports::core::set_write_buffer_limits(slf, high, low)
+            }
+
+            fn get_write_buffer_limits(&self) -> (usize, usize) {
+                $crate::transports::core::get_write_buffer_limits(self)
+            }
+
+            fn get_write_buffer_size(&self) -> usize {
+                $crate::transports::core::Pending::size(&self.state.lock().kind)
+            }
+
+            fn get_protocol(&self, py: ::pyo3::Python<'_>) -> ::pyo3::Py<::pyo3::PyAny> {
+                $crate::transports::core::protocol(self, py)
+            }
+
+            /// Whether the protocol was told to pause writing (read by the sendfile
+            /// fallback).
+            #[getter]
+            fn _protocol_paused(&self) -> bool {
+                self.state.lock().flow.paused
+            }
+
+            /// The socket object (asyncio's transports keep it as `_sock`).
+            #[getter]
+            fn _sock(&self, py: ::pyo3::Python<'_>) -> ::pyo3::Py<::pyo3::PyAny> {
+                self.common.sock.clone_ref(py)
+            }
+
+            fn __repr__(&self) -> String {
+                $crate::transports::core::repr(self, stringify!($ty))
+            }
+
+            $($methods)*
+        }
+    };
+}
+pub(crate) use native_transport;
