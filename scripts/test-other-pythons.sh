@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The pytest suite and the CPython test_asyncio runner on the other supported Python
 # versions found on this machine (pyenv's 3.9 and 3.13: the oldest and newest supported),
-# each in its own venv (.venv-3.X) with a wheel built for it. Called by scripts/test.sh
-# after the main run; an interpreter that is not installed is reported and left out.
+# each in its own venv (.venv-3.X) with a wheel built for it and the libraries of the
+# library tests (requirements-libs.txt: aiohttp, uvicorn, asyncpg...; pip picks releases
+# that support that version). Called by scripts/test.sh after the main run; an interpreter
+# that is not installed is reported and left out.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,7 +29,8 @@ for minor in 3.9 3.13; do
     echo "== Python $minor ($interpreter)"
     venv=".venv-$minor"
     [ -x "$venv/bin/python" ] || "$interpreter" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout \
+        -r requirements-libs.txt
     rm -rf "target/wheels-$minor"
     "$venv/bin/python" -m maturin build --release -q -i "$venv/bin/python" -o "target/wheels-$minor"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \

@@ -2,7 +2,12 @@
 # Build ferroloop and run every test: the Rust core's cargo tests, the pytest suite (each
 # case on stock asyncio and on ferroloop), CPython's own test_asyncio against ferroloop, and
 # both again on the other Python versions installed here (scripts/test-other-pythons.sh).
+# The library tests (tests/test_libs_*.py) need PostgreSQL and Redis server binaries:
+# scripts/services.sh installs them from Debian's packages when they are missing, and
+# FERROLOOP_REQUIRE_SERVICES=1 makes those tests fail (not skip) if they are still missing.
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+bash scripts/services.sh
+export FERROLOOP_REQUIRE_SERVICES=1
 echo "== cargo test (ferroloop-core)"
 cargo test -q -p ferroloop-core
 if cargo clippy --version >/dev/null 2>&1; then
