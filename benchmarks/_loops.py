@@ -1,6 +1,7 @@
 """What the benchmark scripts need to know about the loops they compare.
 
-Shared by ``micro.py`` and ``seed_demo.py`` (both run as scripts from this directory).
+Shared by ``micro.py``, ``seed_demo.py`` and ``net.py`` (all run as scripts from this
+directory).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 
 
 def loop_version(name: str) -> str:
-    """Version string of loop ``name`` ("asyncio", "uvloop" or "ferroloop").
+    """Version string of loop ``name`` ("asyncio", "uvloop", "rloop" or "ferroloop").
 
     For ferroloop it also says when the extension module was built, since benchmarks of a
     development checkout are only comparable for the same build.
@@ -34,6 +35,18 @@ def loop_version(name: str) -> str:
         built = _dt.datetime.fromtimestamp(os.path.getmtime(ext.__file__))
         ver = f"{ver} (built {built:%Y-%m-%d %H:%M})"
     return str(ver)
+
+
+def make_loop(name: str):
+    """A new event loop of kind ``name`` ("asyncio", "uvloop", "rloop" or "ferroloop")."""
+    if name == "asyncio":
+        # Explicitly the stdlib's selector loop, whatever policy is installed.
+        import asyncio
+
+        return asyncio.DefaultEventLoopPolicy().new_event_loop()
+    if name in ("uvloop", "rloop", "ferroloop"):
+        return __import__(name).new_event_loop()
+    raise ValueError(f"unknown loop {name!r}")
 
 
 # Worker subprocesses print one line "@@RESULT@@<json>" with their result.

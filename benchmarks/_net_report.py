@@ -1,0 +1,221 @@
+"""Summaries and tables for ``net.py``."""
+
+from __future__ import annotations
+
+import statistics
+
+from micro import fmt_rate
+
+LOOPS = ("asyncio", "uvloop", "rloop", "ferroloop")
+BASE = "uvloop"  # efficiency and speed are given relative to this loop
+
+
+def summarize(rounds):
+    """Median/min/max over the rounds of one (case, loop) cell."""
+    def mmm(key):
+        v = [r[key] for r in rounds]
+        return {"median": statistics.median(v), "min": min(v), "max": max(v)}
+
+    return {
+        "ops_per_s": mmm("ops_per_s"),
+        "cpu_per_op_us": mmm("cpu_per_op_us"),
+        "server_util": mmm("server_util"),
+        "latency_p50_us": statistics.median(r["latency_us"]["p50"] for r in rounds),
+        "latency_p99_us": statistics.median(r["latency_us"]["p99"] for r in rounds),
+    }
+
+
+def _status(cell, loop, loops, loop_status):
+    """Text for a cell that has no numbers, or None if it has them."""
+    if loop not in loops:
+        return "skipped"
+    if not loop_status.get(loop, {}).get("ok"):
+        return "unavailable"
+    if cell is None:
+        return "-"
+    if cell.get("na"):
+        return "n/a"
+    if cell.get("failed"):
+        return "FAILED"
+    if not cell.get("summary"):
+        return "-"
+    return None
+
+
+def _table(headers, rows, markdown):
+    out = []
+    if markdown:
+        out.append("| " + " | ".join(headers) + " |")
+        out.append("|" + "|".join(["---"] + ["--:"] * (len(headers) - 1)) + "|")
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return out
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out.append(line(headers))
+    out.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        if r[0] == "geomean":
+            out.append("  ".join("-" * w for w in widths))
+        out.append(line(r))
+    return out
+
+
+def render(meta, results, loops, markdown=False):
+    loop_status = meta["loops"]
+    shown = [ln for ln in LOOPS if ln in loops]
+    cases = list(results)
+
+    def cells(case):
+        return results[case]["loops"]
+
+    # 1. throughput
+    speed_rows = []
+    speed_ratios = {ln: [] for ln in shown}
+    for case in cases:
+        row = [case]
+        med = {}
+        for ln in shown:
+            cell = cells(case).get(ln)
+            st = _status(cell, ln, loops, loop_status)
+            if st:
+                row.append(st)
+                continue
+            s = cell["summary"]["ops_per_s"]
+            med[ln] = s["median"]
+            row.append(f"{fmt_rate(s['median'])} ({fmt_rate(s['min'])}-{fmt_rate(s['max'])})")
+        for ln in shown:
+            if ln in med and BASE in med:
+                speed_ratios[ln].append(med[ln] / med[BASE])
+        if "ferroloop" in shown and BASE in shown:
+            row.append(f"{med['ferroloop'] / med[BASE]:.2f}x"
+                       if "ferroloop" in med and BASE in med else "-")
+        speed_rows.append(row)
+    speed_headers = ["case"] + shown
+    if "ferroloop" in shown and BASE in shown:
+        speed_headers.append(f"ferroloop/{BASE}")
+        speed_rows.append(["geomean"] + [
+            f"{statistics.geometric_mean(v):.2f}x" if v else "-"
+            for v in (speed_ratios[ln] for ln in shown)]
+            + [f"{statistics.geometric_mean(speed_ratios['ferroloop']):.2f}x"
+               if speed_ratios["ferroloop"] else "-"])
+
+    # 2. server CPU time per op, efficiency vs uvloop
+    cpu_rows = []
+    eff = {ln: [] for ln in shown}
+    for case in cases:
+        row = [case]
+        base_cell = cells(case).get(BASE)
+        base = (base_cell["summary"]["cpu_per_op_us"]["median"]
+                if base_cell and not _status(base_cell, BASE, loops, loop_status) else None)
+        for ln in shown:
+            cell = cells(case).get(ln)
+            st = _status(cell, ln, loops, loop_status)
+            if st:
+                row.append(st)
+                continue
+            c = cell["summary"]["cpu_per_op_us"]["median"]
+            if base is not None and c > 0:
+                e = base / c
+                eff[ln].append(e)
+                row.append(f"{c:.3g} ({e:.2f}x)")
+            else:
+                row.append(f"{c:.3g}")
+        cpu_rows.append(row)
+    if BASE in shown:
+        cpu_rows.append(["geomean"] + [f"{statistics.geometric_mean(eff[ln]):.2f}x"
+                                       if eff[ln] else "-" for ln in shown])
+
+    # 3. server CPU load and latency seen by the client
+    load_rows = []
+    for case in cases:
+        row = [case]
+        for ln in shown:
+            cell = cells(case).get(ln)
+            st = _status(cell, ln, loops, loop_status)
+            if st:
+                row.append(st)
+                continue
+            s = cell["summary"]
+            row.append(f"{s['server_util']['median'] * 100:.0f}% "
+                       f"{s['latency_p50_us']:.0f}/{s['latency_p99_us']:.0f}")
+        load_rows.append(row)
+
+    vers = ", ".join(f"{ln} {loop_status[ln].get('version')}" if loop_status[ln].get("ok")
+                     else f"{ln} unavailable" for ln in shown)
+    header = (f"Machine: {meta['cpu']}, {meta['cores']} cores ({meta['usable_cores']} usable) | "
+              f"Python {meta['python']} ({meta['implementation']}) | {vers} | {meta['date']}")
+    pin = (f"server pinned to CPU {meta['server_cpus']}, load generator to CPU "
+           f"{meta['load_cpus']}" if meta.get("server_cpus") else "not pinned")
+    mode = (f"Mode: {'QUICK SMOKE RUN' if meta['quick'] else 'full'}; {meta['rounds']} round(s), "
+            f"loops interleaved per round; {meta['duration']:g} s per measurement after "
+            f"{meta['warmup']:g} s warm-up, a fresh server process each; {pin}; HTTP parser "
+            f"{meta.get('http_parser')}; load average at start {meta['loadavg_start']}, "
+            f"at end {meta.get('loadavg_end')}")
+
+    out = []
+    emph = (lambda s: f"_{s}_  ") if markdown else (lambda s: s)
+    out += [emph(header), emph(mode), ""]
+    out.append(("**Throughput**" if markdown else "Throughput")
+               + " (messages/s for echo, requests/s for http; median (min-max) of the rounds)")
+    out.append("")
+    out += _table(speed_headers, speed_rows, markdown)
+    out.append("")
+    out.append(("**Server CPU time per message/request, µs**" if markdown
+                else "Server CPU time per message/request, us")
+               + f" (median; in brackets the efficiency vs {BASE} = {BASE}'s CPU/op divided "
+               "by this loop's, >1 is better; each geomean is over the cases that loop ran)")
+    out.append("")
+    out += _table(["case"] + shown, cpu_rows, markdown)
+    out.append("")
+    out.append(("**Server CPU load and latency**" if markdown else "Server CPU load and latency")
+               + " (server CPU time / wall time as % of one core; client-side round-trip "
+               "latency p50/p99 in µs; medians)")
+    out.append("")
+    out += _table(["case"] + shown, load_rows, markdown)
+    out.append("")
+    out.append("Cases: <kind>-<transport>-<message size>-c<connections>; kinds: proto = "
+               "asyncio.Protocol echo, buffered = asyncio.BufferedProtocol echo, streams = "
+               "start_server + read/write/drain echo (one message in flight per connection, "
+               "native Rust client, every byte checked); http = HTTP/1.1 keep-alive "
+               "asyncio.Protocol server under wrk (every response checked).")
+
+    # n/a reasons, grouped
+    na = {}
+    for case in cases:
+        for ln, cell in cells(case).items():
+            if cell.get("na"):
+                na.setdefault((ln, cell["na"]), []).append(case)
+    if na:
+        out.append("")
+        out.append("n/a (the loop lacks what the case needs):")
+        for (ln, reason), cs in na.items():
+            out.append(f"- {ln}: {reason} ({len(cs)} case(s): {', '.join(cs)})")
+    notes = {}
+    for case in cases:
+        for ln, cell in cells(case).items():
+            for note in {n for r in cell.get("rounds", []) for n in r.get("notes", [])}:
+                notes.setdefault((ln, note), []).append(case)
+    if notes:
+        out.append("")
+        out.append("Notes (deviations from asyncio seen while measuring; the numbers stand):")
+        for (ln, note), cs in notes.items():
+            out.append(f"- {ln}: {note} ({len(cs)} case(s): {', '.join(cs)})")
+    return "\n".join(out)
+
+
+def render_failures(results):
+    out = []
+    for case, r in results.items():
+        for ln, cell in r["loops"].items():
+            if cell.get("failed"):
+                err = cell["errors"][0]
+                out.append(f"  {case} on {ln}: {err['error']}")
+                tb = err.get("traceback")
+                if tb:
+                    out.append("    " + tb.strip().replace("\n", "\n    "))
+    return "\n".join(out)
