@@ -12,8 +12,10 @@ ready queue, the timer heap, the poller and the run loop, and implements the hot
   in ``_FROM_ASYNCIO``): they are pure logic over the attributes set in ``Loop.__init__``
   and the methods above, so their semantics, errors and messages are asyncio's own on
   every supported Python version, with no copy of their code here.
-* Networking, pipes, subprocesses and signals raise ``NotImplementedError`` with the
-  reason until their Rust transports land.
+* Networking (``_net``), pipes (``_pipes``), subprocesses (``_subprocess``) and signal
+  handlers (``_signals``) are mixins over the Rust transports, child watching and
+  signal wake-up pipe; only ``start_tls`` still raises ``NotImplementedError`` (TLS is
+  the next issue).
 
 Invariants: ``_thread_id`` is the id of the thread inside ``run_forever`` and ``None``
 otherwise (``is_running`` reads it); ``_default_executor`` is ``None`` or the executor
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import selectors
+import signal
 import sys
 import threading
 import weakref
@@ -33,6 +36,9 @@ from asyncio import base_events, coroutines, events
 
 from ._ferroloop import LoopCore
 from ._net import NetworkMethods
+from ._pipes import PipeMethods
+from ._signals import SignalMethods
+from ._subprocess import SubprocessMethods
 
 __all__ = ("Loop",)
 
@@ -73,12 +79,6 @@ _PIPES_ISSUE = "pipes, subprocesses and signals are a later issue"
 # Methods of AbstractEventLoop not implemented yet, with the reason.
 _NOT_YET = {
     "start_tls": _TLS_ISSUE,
-    "connect_read_pipe": _PIPES_ISSUE,
-    "connect_write_pipe": _PIPES_ISSUE,
-    "subprocess_exec": _PIPES_ISSUE,
-    "subprocess_shell": _PIPES_ISSUE,
-    "add_signal_handler": _PIPES_ISSUE,
-    "remove_signal_handler": _PIPES_ISSUE,
 }
 
 
@@ -105,7 +105,20 @@ _live_loops: "weakref.WeakSet[Loop]" = weakref.WeakSet()
 
 def _give_loops_own_fds_in_child() -> None:
     for loop in list(_live_loops):
-        loop._after_fork_in_child()
+        wakeup_fds = loop._after_fork_in_child()
+        if wakeup_fds is not None:
+            _move_wakeup_fd(*wakeup_fds)
+
+
+def _move_wakeup_fd(old: int, new: int) -> None:
+    """Points ``signal.set_wakeup_fd`` at a forked child's own signal pipe, if it was
+    at the loop's inherited one (only possible when the fork came from the main thread)."""
+    try:
+        previous = signal.set_wakeup_fd(new)
+    except ValueError:  # forked from another thread: the wake-up fd cannot be set here
+        return
+    if previous != old:
+        signal.set_wakeup_fd(previous)  # it was not ours: leave it as it was
 
 
 if hasattr(os, "register_at_fork"):
@@ -121,7 +134,14 @@ def _not_implemented(name: str, reason: str):
     return method
 
 
-class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):
+class Loop(
+    LoopCore,
+    NetworkMethods,
+    PipeMethods,
+    SubprocessMethods,
+    SignalMethods,
+    asyncio.AbstractEventLoop,
+):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
 
     # Read by asyncio's default_exception_handler. The core sets it around each callback
@@ -132,6 +152,7 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):
         self._thread_id = None
         self._task_factory = None
         self._exception_handler = None
+        self._signal_handlers = {}
         self._default_executor = None
         self._executor_shutdown_called = False
         self._asyncgens = weakref.WeakSet()
@@ -182,6 +203,7 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):
             return
         if self.get_debug():
             base_events.logger.debug("Close %r", self)
+        self._remove_all_signal_handlers()
         self._close_core()
         for name in _BOUND_ONCE:
             # Leave alone what a user (or a mock) put there in the meantime.

@@ -75,6 +75,9 @@ REQUIRED_MODULES = [
     "test_buffered_proto",
     "test_protocols",
     "test_transports",
+    # processes, pipes, signals (asyncio's child-watcher/selector internals excluded)
+    "test_subprocess",
+    "test_unix_events",
 ]
 
 # Never run, not even with --all: they test the internals of another loop
@@ -188,10 +191,6 @@ EXCLUDED_CLASSES += [
 
 _NET = ("networking: {} lands later in the transports issue (not "
         "implemented in ferroloop yet)")
-_PIPE = ("pipes: {} lands in the pipes/subprocess issue (not implemented in "
-         "ferroloop yet)")
-_SIG = ("signals: add_signal_handler lands in the signals issue (not "
-        "implemented in ferroloop yet)")
 _FEL = "FerroloopEventLoopTests.{}"
 _TLS = ("TLS: {} lands in the TLS issue (ferroloop raises NotImplementedError "
         "for ssl= until then)")
@@ -213,12 +212,6 @@ _BE_INTERNALS = ("BaseEventLoop internals: {}; ferroloop.Loop is not a "
                  "BaseEventLoop (its run loop, queues and timers are Rust)")
 _BE_OTHER_LOOP = ("builds its own {} and tests that loop, not the loop "
                   "under test")
-_SUBPROC = ("calls loop.run_until_complete(loop.{}, ...) with extra "
-            "arguments, so the TypeError it expects comes from "
-            "run_until_complete's own signature and {} is never called: "
-            "checks nothing about the loop (subprocesses land in the "
-            "processes/pipes issue, not implemented yet)")
-
 
 def _be(target, reason, **kw):
     return entry("test_base_events", target, reason, **kw)
@@ -270,10 +263,6 @@ _BASE_EVENTS_TESTS = [
         "runs asyncio.new_event_loop() in a fresh interpreter that the "
         "harness does not patch: checks stock asyncio's PYTHONASYNCIODEBUG/"
         "-X dev handling, not the loop under test"),
-    _be("BaseEventLoopTests.test_subprocess_exec_invalid_args",
-        _SUBPROC.format("subprocess_exec", "subprocess_exec")),
-    _be("BaseEventLoopTests.test_subprocess_shell_invalid_args",
-        _SUBPROC.format("subprocess_shell", "subprocess_shell")),
     # BaseEventLoopWithSelectorTests: networking and selector internals
     _be("BaseEventLoopWithSelectorTests.test_create_datagram_endpoint*",
         _NET.format("create_datagram_endpoint (BaseEventLoop's, with a "
@@ -308,29 +297,15 @@ EXCLUDED_TESTS = [
     _events("test_create_server_ssl_verified",
             _NET.format("create_server(ssl=...)")),
 
-    # ---- test_events / EventLoopTestsMixin: pipes and ptys ----------------
-    _events("test_read_pipe", _PIPE.format("connect_read_pipe")),
-    _events("test_unclosed_pipe_transport", _PIPE.format("connect_read_pipe")),
-    _events("test_read_pty_output", _PIPE.format("connect_read_pipe on a pty")),
-    _events("test_write_pipe", _PIPE.format("connect_write_pipe")),
-    _events("test_write_pipe_disconnect_on_close",
-            _PIPE.format("connect_write_pipe")),
-    _events("test_write_pty", _PIPE.format("connect_write_pipe on a pty")),
-    _events("test_bidirectional_pty",
-            _PIPE.format("connect_read_pipe/connect_write_pipe on a pty")),
-
-    # ---- test_events / EventLoopTestsMixin: signals -----------------------
-    _events("test_add_signal_handler", _SIG),
-    _events("test_signal_handling_while_selecting", _SIG),
-    _events("test_signal_handling_args", _SIG),
-
-    # ---- test_events / SubprocessTestsMixin (in FerroloopEventLoopTests) -
-    _events("test_subprocess_*",
-            "subprocesses land in the processes/pipes issue (not implemented "
-            "yet): loop.subprocess_exec/subprocess_shell raise "
-            "NotImplementedError"),
-
     # ---- test_events: other classes -----------------------------------------
+
+    # ---- test_subprocess -----------------------------------------------------
+    entry("test_subprocess",
+          "GenericWatcherTests.test_create_subprocess_fails_with_inactive_watcher",
+          "mocks asyncio's child watcher (events.get_child_watcher) to be "
+          "inactive and expects the loop to refuse; ferroloop uses no child "
+          "watcher (each child's pidfd is watched by the loop itself)",
+          max_py=(3, 13)),
 
     # ---- networking modules: TLS and pipes -----------------------------------
     entry("test_streams", "StreamTests.test_open_connection_no_loop_ssl",
@@ -339,8 +314,6 @@ EXCLUDED_TESTS = [
           _TLS.format("open_unix_connection(ssl=...)")),
     entry("test_streams", "StreamTests.test_start_tls",
           _TLS.format("StreamWriter.start_tls"), min_py=(3, 11)),
-    entry("test_streams", "StreamTests.test_read_all_from_pipe_reader",
-          _PIPE.format("connect_read_pipe")),
     entry("test_sendfile", "*.test_sendfile_ssl*",
           _TLS.format("sendfile over a TLS transport")),
 

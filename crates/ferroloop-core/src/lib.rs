@@ -21,6 +21,8 @@
 //! * [`Waker`] — an `eventfd` that other threads use to interrupt a blocking poll;
 //!   wake-ups coalesce so a burst of `call_soon_threadsafe` costs one `write(2)`.
 //! * [`net`] — socket calls and the write buffer of stream transports.
+//! * [`process`] — child exit via `pidfd`, and reaping.
+//! * [`signal`] — the wake-up pipe that carries caught signals' numbers to the loop.
 //! * [`clock`] — the monotonic clock, in the same seconds as Python's `time.monotonic()`.
 //!
 //! Everything here is generic over the payload type and is tested with `cargo test`
@@ -37,7 +39,9 @@ mod driver;
 mod io;
 pub mod net;
 mod poller;
+pub mod process;
 mod ready;
+pub mod signal;
 mod time;
 mod waker;
 

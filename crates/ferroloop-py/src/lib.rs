@@ -6,7 +6,8 @@
 //!   and the run loop itself.
 //! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses.
 //! * [`ready`] — what the driver queues: ready entries and fd owners.
-//! * [`transports`] — native transports (`StreamTransport`, `DatagramTransport`).
+//! * [`transports`] — native transports (streams, datagrams, pipes).
+//! * [`process`] — child exit watching (pidfd) for subprocesses.
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
 //! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
 //! * [`py`] — Python objects looked up once.
@@ -15,6 +16,7 @@ mod errors;
 mod event_loop;
 mod ffi;
 mod handles;
+mod process;
 mod py;
 mod ready;
 mod transports;
@@ -30,5 +32,7 @@ mod _ferroloop {
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
     #[pymodule_export]
-    use crate::transports::{DatagramTransport, StreamTransport};
+    use crate::transports::{
+        DatagramTransport, ReadPipeTransport, StreamTransport, WritePipeTransport,
+    };
 }

@@ -1,7 +1,8 @@
 //! What the driver queues for a Python loop: ready entries and fd owners.
 //!
-//! An fd is owned either by a Python callback (`add_reader`/`add_writer`: a [`Handle`]) or
-//! by a native transport, which handles its own readiness in Rust and calls its protocol.
+//! An fd is owned by a Python callback (`add_reader`/`add_writer`: a [`Handle`]), by a
+//! native transport, which handles its own readiness in Rust and calls its protocol, or by
+//! a child watch (a subprocess's pidfd).
 //! The driver never looks inside: `event_loop::run` turns owners into [`Ready`] entries
 //! and runs them.
 
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::PyTraverseError;
 
 use crate::handles::{Callback, Handle, TimerHandle};
+use crate::process::ChildWatch;
 use crate::transports::NativeTransport;
 
 /// The reader or writer of an fd.
@@ -19,6 +21,10 @@ pub enum FdOwner {
     Callback(Py<Handle>),
     /// A native transport's socket.
     Transport(NativeTransport),
+    /// A child process's pidfd.
+    Child(Py<ChildWatch>),
+    /// The read end of the signal handlers' wake-up pipe.
+    Signals,
 }
 
 impl FdOwner {
@@ -29,6 +35,8 @@ impl FdOwner {
             FdOwner::Callback(handle) if handle.get().inner.is_cancelled() => None,
             FdOwner::Callback(handle) => Some(Ready::Handle(handle.clone_ref(py))),
             FdOwner::Transport(transport) => Some(Ready::Transport(transport.clone_ref(py), side)),
+            FdOwner::Child(watch) => Some(Ready::Child(watch.clone_ref(py))),
+            FdOwner::Signals => Some(Ready::Signals),
         }
     }
 
@@ -52,6 +60,8 @@ impl FdOwner {
         match self {
             FdOwner::Callback(h) => visit.call(h),
             FdOwner::Transport(t) => t.traverse(visit),
+            FdOwner::Child(w) => visit.call(w),
+            FdOwner::Signals => Ok(()),
         }
     }
 }
@@ -64,6 +74,10 @@ pub enum Ready {
     Timer(Py<TimerHandle>),
     /// A native transport's socket is ready on this side.
     Transport(NativeTransport, Side),
+    /// A child process exited (its pidfd turned readable).
+    Child(Py<ChildWatch>),
+    /// Signals were caught (their numbers wait in the wake-up pipe).
+    Signals,
 }
 
 impl Ready {
@@ -72,7 +86,7 @@ impl Ready {
         match self {
             Ready::Handle(h) => Some(&h.get().inner),
             Ready::Timer(t) => Some(&t.get().inner),
-            Ready::Transport(..) => None,
+            Ready::Transport(..) | Ready::Child(_) | Ready::Signals => None,
         }
     }
 
@@ -87,6 +101,8 @@ impl Ready {
             Ready::Handle(h) => h.clone_ref(py).into_any(),
             Ready::Timer(t) => t.clone_ref(py).into_any(),
             Ready::Transport(t, _) => t.object(py),
+            Ready::Child(w) => w.clone_ref(py).into_any(),
+            Ready::Signals => py.None(),
         }
     }
 
@@ -96,6 +112,8 @@ impl Ready {
             Ready::Handle(h) => visit.call(h),
             Ready::Timer(t) => visit.call(t),
             Ready::Transport(t, _) => t.traverse(visit),
+            Ready::Child(w) => visit.call(w),
+            Ready::Signals => Ok(()),
         }
     }
 }

@@ -5,6 +5,8 @@
 //!   taken yet, flushed with one vectored `sendmsg` per call.
 //! * [`recv`], [`send_vectored`], [`shutdown_write`] — non-blocking socket calls that keep
 //!   the real `errno` (`WouldBlock` means "wait for readiness").
+//! * [`read`], [`write_vectored`] — the same for pipes, FIFOs and character devices (and
+//!   sockets used as pipes), as pipe transports need.
 //!
 //! Invariant kept by every caller: the fd passed in is open and owned by the caller for
 //! the whole call (the binding's transports hold the socket object).
@@ -35,12 +37,25 @@ pub fn send_vectored(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     msg.msg_iovlen = iovcnt as _;
     match syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL)) {
         Ok(n) => Ok(n as usize),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
-            let n = syscall!(writev(fd, slices.as_ptr().cast(), iovcnt as libc::c_int))?;
-            Ok(n as usize)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => write_vectored(fd, slices),
         Err(e) => Err(e),
     }
+}
+
+/// Reads what is available from a pipe (or any fd) into `buf`; `Ok(0)` is end of file.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // The pointer and length describe `buf`, which outlives the call.
+    let n = syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len()))?;
+    Ok(n as usize)
+}
+
+/// Writes as much of `slices` as a pipe (or any fd) takes now, in order (`writev`). A
+/// closed read end is an `EPIPE` error: Python ignores `SIGPIPE`.
+pub fn write_vectored(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let iovcnt = slices.len().min(libc::UIO_MAXIOV as usize);
+    // IoSlice is ABI-compatible with iovec; the kernel only reads the buffers.
+    let n = syscall!(writev(fd, slices.as_ptr().cast(), iovcnt as libc::c_int))?;
+    Ok(n as usize)
 }
 
 /// Half-closes the sending side (`write_eof`).
@@ -55,4 +70,71 @@ pub fn would_block(err: &io::Error) -> bool {
         err.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nonblocking_pipe() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        syscall!(pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC)).unwrap();
+        (fds[0], fds[1])
+    }
+
+    #[test]
+    fn pipe_write_vectored_then_read_keeps_order() {
+        let (r, w) = nonblocking_pipe();
+        let parts = [
+            IoSlice::new(b"abc"),
+            IoSlice::new(b""),
+            IoSlice::new(b"defg"),
+        ];
+        assert_eq!(write_vectored(w, &parts).unwrap(), 7);
+        let mut buf = [0u8; 16];
+        assert_eq!(read(r, &mut buf).unwrap(), 7);
+        assert_eq!(&buf[..7], b"abcdefg");
+        let err = read(r, &mut buf).unwrap_err();
+        assert!(would_block(&err), "{err}");
+        syscall!(close(w)).unwrap();
+        assert_eq!(
+            read(r, &mut buf).unwrap(),
+            0,
+            "end of file once the writer closed"
+        );
+        syscall!(close(r)).unwrap();
+    }
+
+    #[test]
+    fn pipe_full_would_block_and_closed_reader_is_epipe() {
+        let (r, w) = nonblocking_pipe();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut total = 0;
+        let err = loop {
+            match write_vectored(w, &[IoSlice::new(&chunk)]) {
+                Ok(n) => total += n,
+                Err(e) => break e,
+            }
+            assert!(total < 64 * 1024 * 1024, "the pipe never filled up");
+        };
+        assert!(would_block(&err), "{err}");
+        assert!(total > 0);
+        syscall!(close(r)).unwrap();
+        // SAFETY: ignoring SIGPIPE as Python does, so that the write reports EPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        let err = write_vectored(w, &[IoSlice::new(b"x")]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+        syscall!(close(w)).unwrap();
+    }
+
+    #[test]
+    fn send_vectored_falls_back_to_writev_on_a_pipe() {
+        let (r, w) = nonblocking_pipe();
+        assert_eq!(send_vectored(w, &[IoSlice::new(b"pipe")]).unwrap(), 4);
+        let mut buf = [0u8; 8];
+        assert_eq!(read(r, &mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"pipe");
+        syscall!(close(r)).unwrap();
+        syscall!(close(w)).unwrap();
+    }
 }

@@ -19,6 +19,7 @@ impl LoopCore {
             return;
         }
         self.discard_queued();
+        self.close_signal_pipe();
         self.driver.close_fds();
     }
 

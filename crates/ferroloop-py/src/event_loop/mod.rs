@@ -12,7 +12,8 @@
 //! the work is in the plain `impl` blocks by concern:
 //! * [`schedule`] — handles into the driver's queues (callbacks, timers, fd callbacks);
 //! * [`run`] — one iteration: the binding's side of `Driver::turn`;
-//! * [`lifecycle`] — close, fork, GC support.
+//! * [`lifecycle`] — close, fork, GC support;
+//! * [`signals`] — the wake-up pipe of `add_signal_handler`.
 //!
 //! The locking rules are the driver's (`ferroloop_core::driver`): no Python code runs and
 //! no possibly-last reference is dropped while a driver lock is held; the GC traversal
@@ -21,11 +22,13 @@
 mod lifecycle;
 mod run;
 mod schedule;
+mod signals;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use ferroloop_core::signal::WakeupPipe;
 use ferroloop_core::{clock, Driver};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
@@ -35,6 +38,7 @@ use pyo3::PyTraverseError;
 
 use crate::errors::{loop_closed, os_error};
 use crate::handles::{Handle, QueuedTimer, TimerHandle};
+use crate::process::ChildWatch;
 use crate::ready::{FdOwner, Ready};
 use crate::{ffi, py};
 
@@ -54,6 +58,8 @@ pub struct LoopCore {
     /// this is what a watchdog thread samples: a count that stops moving while the loop
     /// is not polling means one callback has been running since the last sample.
     callbacks_run: AtomicU64,
+    /// The wake-up pipe of signal handlers, created by the first `add_signal_handler`.
+    signal_pipe: parking_lot::Mutex<Option<WakeupPipe>>,
 }
 
 impl LoopCore {
@@ -67,6 +73,11 @@ impl LoopCore {
 
     fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
+    }
+
+    /// Whether `close()` was called.
+    pub(crate) fn closed_now(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -83,6 +94,7 @@ impl LoopCore {
             running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             callbacks_run: AtomicU64::new(0),
+            signal_pipe: parking_lot::Mutex::new(None),
         })
     }
 
@@ -302,9 +314,11 @@ impl LoopCore {
 
     /// In a child process after `fork()`: gives this loop its own epoll instance and
     /// eventfd and registers the watched fds again. Called for every live loop by the
-    /// `os.register_at_fork` hook in `ferroloop._loop`.
-    fn _after_fork_in_child(&self) -> PyResult<()> {
-        self.after_fork_in_child()
+    /// `os.register_at_fork` hook in `ferroloop._loop`. Returns `(old, new)` signal
+    /// wake-up fds when the loop had one (the child gets a pipe of its own), else `None`.
+    fn _after_fork_in_child(&self) -> PyResult<Option<(RawFd, RawFd)>> {
+        self.after_fork_in_child()?;
+        self.renew_signal_pipe_in_child()
     }
 
     /// Registers `callback(*args)` for readability (`writer=False`) or writability of
@@ -323,6 +337,17 @@ impl LoopCore {
     /// was one.
     fn _remove_fd_callback(&self, fd: &Bound<'_, PyAny>, writer: bool) -> bool {
         self.unset_fd_callback(fd, writer)
+    }
+
+    /// The fd for `signal.set_wakeup_fd` (the loop watches the other end of its pipe).
+    fn _signal_wakeup_fd(&self) -> PyResult<RawFd> {
+        self.signal_wakeup_fd()
+    }
+
+    /// Waits for child `pid` to exit (its pidfd, in the driver) and then runs
+    /// `callback(pid, returncode)`; `False` if the kernel has no pidfds.
+    fn _watch_child(slf: &Bound<'_, Self>, pid: i32, callback: Py<PyAny>) -> PyResult<bool> {
+        ChildWatch::start(slf, pid, callback)
     }
 
     /// The reader (`writer=False`) or writer handle registered for `fd`, if any.

@@ -18,6 +18,7 @@ use pyo3::types::PyDict;
 use super::LoopCore;
 use crate::errors::os_error;
 use crate::handles::{Callback, QueuedTimer};
+use crate::process::ChildWatch;
 use crate::py;
 use crate::ready::{FdOwner, Ready};
 
@@ -92,6 +93,8 @@ fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     };
     let result = match entry {
         Ready::Transport(transport, side) => transport.on_ready(py, *side),
+        Ready::Child(watch) => ChildWatch::on_ready(watch.bind(py), slf),
+        Ready::Signals => LoopCore::on_signals(slf),
         Ready::Handle(_) | Ready::Timer(_) => run_callback(slf, entry),
     };
     if debug {

@@ -17,6 +17,7 @@ use pyo3::types::PyTuple;
 use super::LoopCore;
 use crate::errors::os_error;
 use crate::handles::{Callback, Handle, QueuedTimer, TimerHandle};
+use crate::process::{ChildWatch, CHILD_SIDE};
 use crate::ready::{FdOwner, Ready};
 use crate::transports::NativeTransport;
 
@@ -172,6 +173,23 @@ impl LoopCore {
             .map_err(os_error)?;
         drop(previous);
         Ok(())
+    }
+
+    /// Makes `watch` the reader of its child's pidfd `fd`.
+    pub(crate) fn watch_child(&self, fd: RawFd, watch: Py<ChildWatch>) -> PyResult<()> {
+        self.check_closed()?;
+        let previous = self
+            .driver
+            .set_fd(fd, CHILD_SIDE, FdOwner::Child(watch))
+            .map_err(os_error)?;
+        drop(previous);
+        Ok(())
+    }
+
+    /// Stops watching a child's pidfd `fd` (before it is closed).
+    pub(crate) fn unwatch_child(&self, fd: RawFd) {
+        let removed = self.driver.remove_fd(fd, CHILD_SIDE);
+        drop(removed);
     }
 
     /// Stops watching `fd` on `side` for a transport (no-op if not watched).

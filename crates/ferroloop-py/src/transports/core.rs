@@ -14,12 +14,12 @@ use std::os::fd::RawFd;
 
 use ferroloop_core::Side;
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::True;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::types::PyDict;
 use pyo3::{PyClass, PyTraverseError};
 
 use super::NativeTransport;
@@ -194,23 +194,6 @@ impl<K> State<K> {
     }
 }
 
-/// The bytes of a `write()` argument: `bytes` as they are, any other buffer
-/// (`bytearray`, `memoryview` of any format) as `bytes(data)`, with asyncio's
-/// `TypeError` for anything else.
-pub fn as_bytes<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    if let Ok(bytes) = data.cast::<PyBytes>() {
-        return Ok(bytes.clone());
-    }
-    if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
-        let bytes = data.py().get_type::<PyBytes>().call1((data,))?;
-        return Ok(bytes.cast_into::<PyBytes>()?);
-    }
-    Err(PyTypeError::new_err(format!(
-        "data argument must be a bytes-like object, not {}",
-        data.get_type().name()?.repr()?
-    )))
-}
-
 /// A native transport pyclass: gives the shared steps below access to its parts.
 pub trait Transport: PyClass<Frozen = True> + Sync {
     type Kind: Pending + Send;
@@ -218,23 +201,43 @@ pub trait Transport: PyClass<Frozen = True> + Sync {
     fn state(&self) -> &Mutex<State<Self::Kind>>;
     /// The fd owner the driver keeps for this transport.
     fn native(slf: &Bound<'_, Self>) -> NativeTransport;
+
+    /// The repr (asyncio's socket transports' shape unless a kind overrides it).
+    fn repr_text(&self) -> String
+    where
+        Self: Sized,
+    {
+        socket_repr(self)
+    }
+
+    /// What asyncio logs for the fifth and later writes to a lost connection.
+    const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
+
+    /// Whether a fatal error is only logged in debug mode instead of being passed to the
+    /// exception handler (asyncio's socket transports: any `OSError`).
+    fn is_quiet_fatal_error(py: Python<'_>, exc: &PyErr) -> bool {
+        exc.is_instance_of::<PyOSError>(py)
+    }
 }
 
 /// The methods every kind's face gets in its instance dict (see [`bind_face`]).
-const SHARED_FACE_METHODS: [&str; 13] = [
+const BASE_FACE_METHODS: [&str; 6] = [
     "close",
-    "abort",
     "is_closing",
     "get_extra_info",
-    "pause_reading",
-    "resume_reading",
-    "is_reading",
-    "set_write_buffer_limits",
-    "get_write_buffer_limits",
-    "get_write_buffer_size",
     "set_protocol",
     "get_protocol",
     "_start_reading",
+];
+/// The face methods of kinds that read (`asyncio.ReadTransport`).
+pub const READ_FACE_METHODS: &[&str] = &["pause_reading", "resume_reading", "is_reading"];
+/// The face methods of kinds that write with a buffer (`asyncio.WriteTransport`'s flow
+/// control, and `abort`).
+pub const WRITE_FACE_METHODS: &[&str] = &[
+    "abort",
+    "set_write_buffer_limits",
+    "get_write_buffer_limits",
+    "get_write_buffer_size",
 ];
 
 /// The transport as Python code sees it: the bound face, or the core before binding.
@@ -252,13 +255,13 @@ pub fn face<'py, T: Transport>(slf: &Bound<'py, T>) -> Bound<'py, PyAny> {
     }
 }
 
-/// Makes `face` the transport users see: its instance dict gets the core's bound shared
-/// methods and the kind's `methods` (so calls reach Rust with no Python frame), `_core`, `_sock` and `_sock_fd`,
+/// Makes `face` the transport users see: its instance dict gets the core's bound base
+/// methods and the kind's groups of `methods` (so calls reach Rust with no Python frame), `_core`, `_sock` and `_sock_fd`,
 /// and its `_loop` slot the loop. Once per transport.
 pub fn bind_face<T: Transport>(
     slf: &Bound<'_, T>,
     face: &Bound<'_, PyAny>,
-    methods: &[&str],
+    methods: &[&[&str]],
 ) -> PyResult<()> {
     let py = slf.py();
     let common = slf.get().common();
@@ -272,7 +275,10 @@ pub fn bind_face<T: Transport>(
     let dict = face
         .getattr(intern!(py, "__dict__"))?
         .cast_into::<PyDict>()?;
-    for name in SHARED_FACE_METHODS.iter().chain(methods) {
+    for name in BASE_FACE_METHODS
+        .iter()
+        .chain(methods.iter().copied().flatten())
+    {
         dict.set_item(name, slf.as_any().getattr(name)?)?;
     }
     dict.set_item(intern!(py, "_core"), slf)?;
@@ -425,7 +431,7 @@ pub fn start_reading<T: Transport>(slf: &Bound<'_, T>) -> PyResult<()> {
 /// asyncio), then the transport is closed at once with `exc`.
 pub fn fatal_error<T: Transport>(slf: &Bound<'_, T>, exc: PyErr, message: &str) -> PyResult<()> {
     let py = slf.py();
-    if !exc.is_instance_of::<PyOSError>(py) {
+    if !T::is_quiet_fatal_error(py, &exc) {
         report(slf, message, exc.value(py))?;
     }
     force_close(slf, Some(exc.into_value(py).into_any()))
@@ -522,7 +528,7 @@ pub fn note_write_after_lost<T: Transport>(this: &T, py: Python<'_>) -> PyResult
         state.writes_after_lost
     };
     if count >= LOG_THRESHOLD_FOR_LOST_WRITES {
-        py::log_warning(py, "socket.send() raised exception.")?;
+        py::log_warning(py, T::LOST_WRITE_WARNING)?;
     }
     Ok(())
 }
@@ -533,8 +539,9 @@ pub fn set_protocol<T: Transport>(this: &T, protocol: Bound<'_, PyAny>) {
     drop(old);
 }
 
-/// The text of a transport repr: `<Name[ closing|closed] fd=N read=... write=<...>>`.
-pub fn repr<T: Transport>(this: &T, name: &str) -> String {
+/// asyncio's socket transport repr: `<Name[ closing|closed] fd=N read=... write=<...>>`.
+pub fn socket_repr<T: Transport>(this: &T) -> String {
+    let name = <T as PyClass>::NAME;
     let state = this.state().lock();
     let status = if state.lost {
         " closed"
@@ -556,14 +563,47 @@ pub fn repr<T: Transport>(this: &T, name: &str) -> String {
     )
 }
 
+/// asyncio's pipe transport repr: `<Name[ closed|closing] fd=N polling|idle|open>`, with
+/// ` bufsize=N` for write pipes (`open`: the loop is closed).
+pub fn pipe_repr<T: Transport>(this: &T, writes: bool) -> String {
+    let mut info = vec![<T as PyClass>::NAME.to_owned()];
+    let state = this.state().lock();
+    if state.lost {
+        info.push("closed".into());
+    } else if state.closing {
+        info.push("closing".into());
+    }
+    info.push(format!("fd={}", this.common().fd));
+    let loop_closed = this.common().event_loop.get().closed_now();
+    if state.lost {
+        info.push("closed".into());
+    } else if loop_closed {
+        info.push("open".into());
+    } else {
+        let size = state.kind.size();
+        let polling = if writes {
+            size > 0
+        } else {
+            state.reading && !state.closing
+        };
+        info.push(if polling { "polling" } else { "idle" }.into());
+        if writes {
+            info.push(format!("bufsize={size}"));
+        }
+    }
+    format!("<{}>", info.join(" "))
+}
+
 /// Declares a native transport pyclass `$ty` with kind state `$kind` (the `NativeTransport`
-/// variant `$variant`): its `Transport` impl, and its one `#[pymethods]` block made of the
-/// methods every kind shares (thin shims over this module; the face gets those named in
-/// the module's `FACE_METHODS`) followed by the kind's own `$($methods)*`.
+/// variant `$variant`): its `Transport` impl (with the `{ ... }` overrides, if given), and
+/// its one `#[pymethods]` block made of the methods every kind shares (thin shims over this
+/// module; the face gets the base ones and the groups in `$ty::FACE_METHODS`)
+/// followed by the kind's own `$($methods)*`.
 macro_rules! native_transport {
-    ($ty:ident, $kind:ty, $variant:ident; $($methods:tt)*) => {
+    ($ty:ident, $kind:ty, $variant:ident $(, { $($overrides:tt)* })?; $($methods:tt)*) => {
         impl $crate::transports::core::Transport for $ty {
             type Kind = $kind;
+            $($($overrides)*)?
 
             fn common(&self) -> &$crate::transports::core::Common {
                 &self.common
@@ -585,7 +625,7 @@ macro_rules! native_transport {
                 slf: &::pyo3::Bound<'_, Self>,
                 face: ::pyo3::Bound<'_, ::pyo3::PyAny>,
             ) -> ::pyo3::PyResult<()> {
-                $crate::transports::core::bind_face(slf, &face, &FACE_METHODS)
+                $crate::transports::core::bind_face(slf, &face, Self::FACE_METHODS)
             }
 
             /// Starts watching for data (scheduled right after `connection_made`).
@@ -662,7 +702,7 @@ macro_rules! native_transport {
             }
 
             fn __repr__(&self) -> String {
-                $crate::transports::core::repr(self, stringify!($ty))
+                $crate::transports::core::Transport::repr_text(self)
             }
 
             $($methods)*

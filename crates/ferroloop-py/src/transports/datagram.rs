@@ -27,16 +27,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use pyo3::PyTraverseError;
 
-use super::core::{self, as_bytes, native_transport, Common, Pending, State};
+use super::buffers::as_bytes;
+use super::core::{self, native_transport, Common, Pending, State};
 use crate::event_loop::LoopCore;
 use crate::py;
 
 /// Largest datagram read at once (asyncio's `max_size`, 256 KiB).
 const MAX_DATAGRAM: usize = 256 * 1024;
-
-/// The methods of this kind the face's instance dict gets, besides the shared ones
-/// (see `core::bind_face`).
-const FACE_METHODS: [&str; 1] = ["sendto"];
 
 /// Datagrams waiting for the socket to become writable, in order, with their address.
 pub struct DatagramQueue {
@@ -196,6 +193,15 @@ native_transport! { DatagramTransport, DatagramQueue, Datagram;
         }
         Ok(())
     }
+}
+
+impl DatagramTransport {
+    /// The face's methods besides the base ones (see `core::bind_face`).
+    const FACE_METHODS: &'static [&'static [&'static str]] = &[
+        core::READ_FACE_METHODS,
+        core::WRITE_FACE_METHODS,
+        &["sendto"],
+    ];
 }
 
 impl DatagramTransport {

@@ -1,11 +1,15 @@
 //! Native transports: sockets whose readiness is handled in Rust.
 //!
+//! * [`buffers`] — moving bytes: `write()`'s argument check, reads into the loop thread's
+//!   buffer, send-now-or-buffer.
 //! * [`core`] — what every kind shares: identity, the state under the lock, close/abort,
 //!   fatal errors, `connection_lost`, flow control, pausing reads, the Python face.
 //! * [`stream`] — `StreamTransport`, asyncio's socket transport for TCP and Unix streams:
 //!   reads straight into `data_received`/`BufferedProtocol`, writes through
 //!   `ferroloop_core::net::WriteBuffer`, half-close, sendfile's waiter.
 //! * [`datagram`] — `DatagramTransport`, asyncio's UDP and Unix datagram transport.
+//! * [`pipe`] — `ReadPipeTransport`/`WritePipeTransport`, asyncio's Unix pipe transports
+//!   (pipes, FIFOs, ptys, subprocess pipes).
 //!
 //! A transport owns its fd's registrations in the loop's driver (as
 //! `FdOwner::Transport`) and the Python socket object (which owns the fd and closes it
@@ -13,8 +17,10 @@
 //! loop calls it on readiness; both take its state lock only briefly and never call Python
 //! while holding it. Users never see a core: they get its face (`ferroloop._transports`).
 
+mod buffers;
 pub(crate) mod core;
 mod datagram;
+mod pipe;
 mod stream;
 
 use ferroloop_core::Side;
@@ -25,12 +31,27 @@ use pyo3::PyTraverseError;
 use self::core::Transport;
 
 pub use datagram::DatagramTransport;
+pub use pipe::{ReadPipeTransport, WritePipeTransport};
 pub use stream::StreamTransport;
 
 /// A native transport, as the driver keeps it for the fds it watches.
 pub enum NativeTransport {
     Stream(Py<StreamTransport>),
     Datagram(Py<DatagramTransport>),
+    ReadPipe(Py<ReadPipeTransport>),
+    WritePipe(Py<WritePipeTransport>),
+}
+
+/// `$body` with `$t` bound to the transport, whatever its kind.
+macro_rules! each_kind {
+    ($native:expr, $t:ident => $body:expr) => {
+        match $native {
+            NativeTransport::Stream($t) => $body,
+            NativeTransport::Datagram($t) => $body,
+            NativeTransport::ReadPipe($t) => $body,
+            NativeTransport::WritePipe($t) => $body,
+        }
+    };
 }
 
 impl NativeTransport {
@@ -39,37 +60,32 @@ impl NativeTransport {
         match self {
             NativeTransport::Stream(t) => StreamTransport::on_ready(t.bind(py), side),
             NativeTransport::Datagram(t) => DatagramTransport::on_ready(t.bind(py), side),
+            NativeTransport::ReadPipe(t) => ReadPipeTransport::on_ready(t.bind(py), side),
+            NativeTransport::WritePipe(t) => WritePipeTransport::on_ready(t.bind(py), side),
         }
     }
 
     /// The loop closed or the fd is gone: the core lets go of its face (see
     /// `core::Common::face`).
     pub fn release_face(&self, py: Python<'_>) {
-        match self {
-            NativeTransport::Stream(t) => t.bind(py).get().common().release_face(),
-            NativeTransport::Datagram(t) => t.bind(py).get().common().release_face(),
-        }
+        each_kind!(self, t => t.bind(py).get().common().release_face())
     }
 
     pub fn clone_ref(&self, py: Python<'_>) -> Self {
         match self {
             NativeTransport::Stream(t) => NativeTransport::Stream(t.clone_ref(py)),
             NativeTransport::Datagram(t) => NativeTransport::Datagram(t.clone_ref(py)),
+            NativeTransport::ReadPipe(t) => NativeTransport::ReadPipe(t.clone_ref(py)),
+            NativeTransport::WritePipe(t) => NativeTransport::WritePipe(t.clone_ref(py)),
         }
     }
 
     /// The core object (for `_current_handle` and slow-callback logs in debug mode).
     pub fn object(&self, py: Python<'_>) -> Py<PyAny> {
-        match self {
-            NativeTransport::Stream(t) => t.clone_ref(py).into_any(),
-            NativeTransport::Datagram(t) => t.clone_ref(py).into_any(),
-        }
+        each_kind!(self, t => t.clone_ref(py).into_any())
     }
 
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            NativeTransport::Stream(t) => visit.call(t),
-            NativeTransport::Datagram(t) => visit.call(t),
-        }
+        each_kind!(self, t => visit.call(t))
     }
 }

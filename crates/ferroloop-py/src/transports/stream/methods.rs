@@ -2,7 +2,6 @@
 //! shims over the state machine in the parent module and the shared steps of
 //! `transports::core`, plus `write()`'s argument check and `writelines`' gathering.
 
-use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
 use ferroloop_core::net::{self, WriteBuffer};
@@ -14,11 +13,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
 
-use super::{StreamKind, StreamTransport, FACE_METHODS};
+use super::{StreamKind, StreamTransport};
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
 use crate::py;
-use crate::transports::core::{self, as_bytes, native_transport, Common, State};
+use crate::transports::buffers::{self, as_bytes};
+use crate::transports::core::{self, native_transport, Common, State};
 
 native_transport! { StreamTransport, StreamKind, Stream;
     /// Wraps the connected non-blocking socket `sock` (fd `fd`); `ferroloop._net` builds
@@ -167,10 +167,11 @@ impl StreamTransport {
             if state.lost {
                 None
             } else {
-                Some(Self::send_now_or_buffer(
+                Some(buffers::send_now_or_buffer(
                     this.common.fd,
                     &mut state.kind.buffer,
                     chunks,
+                    net::send_vectored,
                 ))
             }
         };
@@ -186,38 +187,5 @@ impl StreamTransport {
                 core::fatal_error(slf, os_error(err), "Fatal write error on socket transport")
             }
         }
-    }
-
-    /// Sends what the kernel takes now if `buffer` is empty, buffers the rest; returns
-    /// whether the fd must now be watched for writability.
-    fn send_now_or_buffer(
-        fd: RawFd,
-        buffer: &mut WriteBuffer,
-        chunks: &[&[u8]],
-    ) -> io::Result<bool> {
-        let was_empty = buffer.is_empty();
-        let mut sent = 0;
-        if was_empty {
-            let one;
-            let many: Vec<IoSlice<'_>>;
-            let slices: &[IoSlice<'_>] = if let [chunk] = chunks {
-                one = [IoSlice::new(chunk)];
-                &one
-            } else {
-                many = chunks.iter().map(|c| IoSlice::new(c)).collect();
-                &many
-            };
-            match net::send_vectored(fd, slices) {
-                Ok(n) => sent = n,
-                Err(e) if net::would_block(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        for chunk in chunks {
-            let skip = sent.min(chunk.len());
-            sent -= skip;
-            buffer.push(&chunk[skip..]);
-        }
-        Ok(was_empty && !buffer.is_empty())
     }
 }

@@ -18,7 +18,6 @@
 //! side is shut down as soon as the buffer is empty, and `write` refuses while a sendfile
 //! waits on `empty_waiter`.
 
-use std::cell::RefCell;
 use std::io;
 
 use ferroloop_core::net::{self, WriteBuffer};
@@ -28,21 +27,13 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 mod methods;
 
+use super::buffers;
 use super::core::{self, Common, Pending, State};
 use crate::errors::os_error;
 use crate::py;
-
-/// Bytes read per `recv` for `data_received` (asyncio: 256 KiB).
-const READ_SIZE: usize = 256 * 1024;
-
-thread_local! {
-    /// The `recv` buffer of the loop thread, shared by all its transports.
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
-}
 
 /// What only stream transports keep under the lock.
 pub struct StreamKind {
@@ -72,17 +63,6 @@ pub struct StreamTransport {
     state: Mutex<State<StreamKind>>,
 }
 
-/// The methods of this kind the face's instance dict gets, besides the shared ones
-/// (see `core::bind_face`): calling them calls Rust directly, with no Python frame.
-const FACE_METHODS: [&str; 6] = [
-    "write",
-    "writelines",
-    "write_eof",
-    "can_write_eof",
-    "_make_empty_waiter",
-    "_reset_empty_waiter",
-];
-
 /// Why a read or write step failed: an OS error, a Python exception, or a protocol
 /// callback's exception with the message asyncio reports it under.
 enum Failure {
@@ -95,6 +75,23 @@ impl From<PyErr> for Failure {
     fn from(err: PyErr) -> Self {
         Failure::Py(err)
     }
+}
+
+impl StreamTransport {
+    /// The face's methods besides the base ones (see `core::bind_face`): calling them calls
+    /// Rust directly, with no Python frame.
+    const FACE_METHODS: &'static [&'static [&'static str]] = &[
+        core::READ_FACE_METHODS,
+        core::WRITE_FACE_METHODS,
+        &[
+            "write",
+            "writelines",
+            "write_eof",
+            "can_write_eof",
+            "_make_empty_waiter",
+            "_reset_empty_waiter",
+        ],
+    ];
 }
 
 impl StreamTransport {
@@ -145,15 +142,7 @@ impl StreamTransport {
         if buffered {
             return Self::read_into_protocol_buffer(slf, protocol);
         }
-        let data = READ_BUF.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            match net::recv(this.common.fd, &mut buf) {
-                Ok(0) => Ok(None),
-                Ok(n) => Ok(Some(PyBytes::new(py, &buf[..n]))),
-                Err(e) => Err(e),
-            }
-        });
-        match data {
+        match buffers::read_bytes(py, this.common.fd, net::recv) {
             Ok(Some(bytes)) => {
                 protocol.call_method1(intern!(py, "data_received"), (bytes,))?;
                 Ok(())

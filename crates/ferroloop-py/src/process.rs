@@ -1,0 +1,119 @@
+//! Child exit watching for subprocesses: one `pidfd` per child, watched by the loop's
+//! driver like any fd, reaped in Rust when it turns readable; no polling, no thread per
+//! child, no `SIGCHLD` handler.
+//!
+//! `Loop._make_subprocess_transport` (`ferroloop._subprocess`) calls
+//! `LoopCore._watch_child(pid, callback)`; when the child exits the loop reaps it and runs
+//! `callback(pid, returncode)` as a loop callback (its failure goes to the exception
+//! handler). For a child someone else already reaped (`Popen.poll()` in `send_signal`
+//! does), the returncode is `None`: the caller knows where else to look.
+//!
+//! Invariants: a `ChildWatch` is registered with the driver (as `FdOwner::Child`) from
+//! `_watch_child` until the child is reaped; the pidfd is unregistered before it is
+//! closed; the callback runs exactly once.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use ferroloop_core::{process, Side};
+use parking_lot::Mutex;
+use pyo3::gc::PyVisit;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3::PyTraverseError;
+
+use crate::errors::os_error;
+use crate::event_loop::LoopCore;
+use crate::py;
+
+/// A child process the loop waits for.
+#[pyclass(frozen, module = "ferroloop._ferroloop")]
+pub struct ChildWatch {
+    pid: libc::pid_t,
+    /// Taken (and closed) once the child is reaped.
+    pidfd: Mutex<Option<OwnedFd>>,
+    callback: Py<PyAny>,
+}
+
+impl ChildWatch {
+    /// Starts watching child `pid`. `Ok(false)` when the kernel has no pidfds (the caller
+    /// falls back to a waiting thread).
+    pub fn start(
+        event_loop: &Bound<'_, LoopCore>,
+        pid: libc::pid_t,
+        callback: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let py = event_loop.py();
+        let pidfd = match process::pidfd_open(pid) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
+            Err(e) => return Err(os_error(e)),
+        };
+        let Some(pidfd) = pidfd else {
+            // Gone already: reaped by someone else.
+            event_loop.call_method1(intern!(py, "call_soon"), (callback, pid, py.None()))?;
+            return Ok(true);
+        };
+        let fd = pidfd.as_raw_fd();
+        let watch = Py::new(
+            py,
+            ChildWatch {
+                pid,
+                pidfd: Mutex::new(Some(pidfd)),
+                callback,
+            },
+        )?;
+        event_loop.get().watch_child(fd, watch)?;
+        Ok(true)
+    }
+
+    /// The pidfd turned readable: reap the child and run the callback.
+    pub fn on_ready(slf: &Bound<'_, Self>, event_loop: &Bound<'_, LoopCore>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let returncode = match process::try_reap(this.pid) {
+            Ok(None) => return Ok(()), // not yet (spurious readiness)
+            Ok(Some(code)) => Some(code),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => None, // reaped elsewhere
+            Err(e) => return Self::report(event_loop, os_error(e)),
+        };
+        let pidfd = this.pidfd.lock().take();
+        if let Some(pidfd) = pidfd {
+            event_loop.get().unwatch_child(pidfd.as_raw_fd());
+            drop(pidfd);
+        }
+        match this.callback.bind(py).call1((this.pid, returncode)) {
+            Ok(_) => Ok(()),
+            Err(err) if py::is_exit_exception(py, &err) => Err(err),
+            Err(err) => Self::report(event_loop, err),
+        }
+    }
+
+    fn report(event_loop: &Bound<'_, LoopCore>, err: PyErr) -> PyResult<()> {
+        let py = event_loop.py();
+        let context = PyDict::new(py);
+        context.set_item("message", "Error while reaping a child process")?;
+        context.set_item("exception", err.into_value(py))?;
+        event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)
+    }
+}
+
+#[pymethods]
+impl ChildWatch {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.traverse(&visit)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<ChildWatch pid={}>", self.pid)
+    }
+}
+
+/// The side a pidfd is watched on.
+pub const CHILD_SIDE: Side = Side::Read;

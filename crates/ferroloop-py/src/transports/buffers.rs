@@ -1,0 +1,87 @@
+//! Moving bytes between Python and a transport's fd, for every kind: the argument check of
+//! `write`/`sendto`, one read into the loop thread's buffer, and "send now what the kernel
+//! takes, buffer the rest".
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+
+use ferroloop_core::net::{self, WriteBuffer};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+
+/// Bytes read at once for `data_received` (asyncio: 256 KiB).
+const READ_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    /// The read buffer of the loop thread, shared by all its transports.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
+}
+
+/// The bytes of a `write()` argument: `bytes` as they are, any other buffer
+/// (`bytearray`, `memoryview` of any format) as `bytes(data)`, with asyncio's
+/// `TypeError` for anything else.
+pub fn as_bytes<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    if let Ok(bytes) = data.cast::<PyBytes>() {
+        return Ok(bytes.clone());
+    }
+    if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
+        let bytes = data.py().get_type::<PyBytes>().call1((data,))?;
+        return Ok(bytes.cast_into::<PyBytes>()?);
+    }
+    Err(PyTypeError::new_err(format!(
+        "data argument must be a bytes-like object, not {}",
+        data.get_type().name()?.repr()?
+    )))
+}
+
+/// One `read` (a syscall such as `net::recv` or `net::read`) from `fd` into the loop
+/// thread's buffer: the bytes as a Python object, or `None` at end of stream.
+pub fn read_bytes<'py>(
+    py: Python<'py>,
+    fd: RawFd,
+    read: fn(RawFd, &mut [u8]) -> io::Result<usize>,
+) -> io::Result<Option<Bound<'py, PyBytes>>> {
+    READ_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        match read(fd, &mut buf)? {
+            0 => Ok(None),
+            n => Ok(Some(PyBytes::new(py, &buf[..n]))),
+        }
+    })
+}
+
+/// Sends at once what the kernel takes (one vectored `send`) if `buffer` is empty, and
+/// buffers the rest in order; returns whether the fd must now be watched for writability.
+pub fn send_now_or_buffer(
+    fd: RawFd,
+    buffer: &mut WriteBuffer,
+    chunks: &[&[u8]],
+    send: fn(RawFd, &[IoSlice<'_>]) -> io::Result<usize>,
+) -> io::Result<bool> {
+    let was_empty = buffer.is_empty();
+    let mut sent = 0;
+    if was_empty {
+        let one;
+        let many: Vec<IoSlice<'_>>;
+        let slices: &[IoSlice<'_>] = if let [chunk] = chunks {
+            one = [IoSlice::new(chunk)];
+            &one
+        } else {
+            many = chunks.iter().map(|c| IoSlice::new(c)).collect();
+            &many
+        };
+        match send(fd, slices) {
+            Ok(n) => sent = n,
+            Err(e) if net::would_block(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for chunk in chunks {
+        let skip = sent.min(chunk.len());
+        sent -= skip;
+        buffer.push(&chunk[skip..]);
+    }
+    Ok(was_empty && !buffer.is_empty())
+}

@@ -1,0 +1,86 @@
+"""Subprocesses on ferroloop.
+
+``subprocess_exec``/``subprocess_shell`` (and so ``asyncio.create_subprocess_*``) are
+asyncio's own (``BaseEventLoop``'s, taken by name): argument checks and messages are the
+running Python's. They call ``_make_subprocess_transport`` here, which builds asyncio's
+Unix subprocess transport (``subprocess.Popen`` plus the child's pipes, connected through
+``connect_read_pipe``/``connect_write_pipe``, i.e. ferroloop's Rust pipe transports) and
+asks the Rust core to report the child's exit: a pidfd watched by the loop, reaped in
+Rust (``crates/ferroloop-py/src/process.rs``). No SIGCHLD handler, no thread per child,
+no global child watcher, so loops in any thread can spawn.
+
+Invariants: every spawned child is reaped exactly once (by the core, or by ``Popen``
+itself when ``send_signal`` polls it first; then the exit status is taken from
+``Popen.returncode``); ``transport._process_exited`` runs once per child.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from asyncio import base_events, unix_events
+from asyncio.log import logger
+
+SUBPROCESS_FROM_ASYNCIO = ("subprocess_exec", "subprocess_shell")
+
+# What asyncio reports for a child whose exit status is lost.
+_UNKNOWN_RETURNCODE = 255
+
+
+class SubprocessMethods:
+    """The subprocess transport factory of ``ferroloop.Loop`` (a mixin)."""
+
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        waiter = self.create_future()
+        transport = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs,
+        )
+        self._report_child_exit(transport)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transport.close()
+            await transport._wait()
+            raise
+        return transport
+
+    def _report_child_exit(self, transport):
+        """Calls ``transport._process_exited(returncode)`` when the child exits."""
+        pid = transport.get_pid()
+
+        def exited(pid, returncode):
+            if returncode is None:  # reaped elsewhere: Popen.poll() saw it first
+                returncode = transport._proc.returncode
+            if returncode is None:
+                logger.warning(
+                    "Unknown child process pid %d, will report returncode 255", pid
+                )
+                returncode = _UNKNOWN_RETURNCODE
+            transport._process_exited(returncode)
+
+        if not self._watch_child(pid, exited):
+            # A kernel without pidfds (Linux < 5.3): one thread waits for this child.
+            threading.Thread(
+                target=_wait_in_thread, args=(self, pid, exited),
+                name=f"ferroloop-waitpid-{pid}", daemon=True,
+            ).start()
+
+
+def _wait_in_thread(loop, pid, exited):
+    try:
+        _, status = os.waitpid(pid, 0)
+        returncode = os.waitstatus_to_exitcode(status)
+    except ChildProcessError:
+        returncode = None
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(exited, pid, returncode)
+
+
+for _name in SUBPROCESS_FROM_ASYNCIO:
+    setattr(SubprocessMethods, _name, getattr(base_events.BaseEventLoop, _name))
+del _name
