@@ -14,7 +14,7 @@ use std::os::fd::RawFd;
 
 use ferroloop_core::Side;
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -22,12 +22,11 @@ use pyo3::pyclass::boolean_struct::True;
 use pyo3::types::PyDict;
 use pyo3::{PyClass, PyTraverseError};
 
+use super::flow::{FlowControl, Limit};
 use super::NativeTransport;
 use crate::event_loop::LoopCore;
 use crate::py;
 
-/// Default high-water mark of the write buffer (asyncio's 64 KiB).
-pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// After this many writes to a lost connection, each further one logs a warning.
 pub const LOG_THRESHOLD_FOR_LOST_WRITES: u32 = 5;
 
@@ -103,54 +102,6 @@ impl Common {
                 visit.call(face)?;
             }
         }
-        Ok(())
-    }
-}
-
-/// The write-buffer water marks and whether the protocol was told to pause writing.
-pub struct FlowControl {
-    pub high: usize,
-    pub low: usize,
-    pub paused: bool,
-}
-
-impl FlowControl {
-    pub fn new() -> Self {
-        FlowControl {
-            high: DEFAULT_HIGH_WATER,
-            low: DEFAULT_HIGH_WATER / 4,
-            paused: false,
-        }
-    }
-
-    /// Whether `pause_writing()` is due at buffer size `size` (then marks it paused).
-    fn pause_due(&mut self, size: usize) -> bool {
-        let due = !self.paused && size > self.high;
-        self.paused |= due;
-        due
-    }
-
-    /// Whether `resume_writing()` is due at buffer size `size` (then marks it running).
-    fn resume_due(&mut self, size: usize) -> bool {
-        let due = self.paused && size <= self.low;
-        self.paused &= !due;
-        due
-    }
-
-    /// asyncio's `_set_write_buffer_limits`: defaults, and its `ValueError`.
-    fn set_limits(&mut self, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
-        let high = high.unwrap_or_else(|| match low {
-            Some(low) => 4 * low,
-            None => DEFAULT_HIGH_WATER as i64,
-        });
-        let low = low.unwrap_or(high.div_euclid(4));
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
-        self.high = high as usize;
-        self.low = low as usize;
         Ok(())
     }
 }
@@ -379,14 +330,19 @@ pub fn maybe_resume_protocol<T: Transport>(slf: &Bound<'_, T>) -> PyResult<()> {
 
 pub fn set_write_buffer_limits<T: Transport>(
     slf: &Bound<'_, T>,
-    high: Option<i64>,
-    low: Option<i64>,
+    high: Option<Limit>,
+    low: Option<Limit>,
 ) -> PyResult<()> {
-    slf.get().state().lock().flow.set_limits(high, low)?;
+    let (high, low) = FlowControl::checked_limits(slf.py(), high, low)?;
+    {
+        let mut state = slf.get().state().lock();
+        state.flow.high = high;
+        state.flow.low = low;
+    }
     maybe_pause_protocol(slf)
 }
 
-pub fn get_write_buffer_limits<T: Transport>(this: &T) -> (usize, usize) {
+pub fn get_write_buffer_limits<T: Transport>(this: &T) -> (Limit, Limit) {
     let state = this.state().lock();
     (state.flow.low, state.flow.high)
 }
@@ -670,13 +626,15 @@ macro_rules! native_transport {
             #[pyo3(signature = (high=None, low=None))]
             fn set_write_buffer_limits(
                 slf: &::pyo3::Bound<'_, Self>,
-                high: Option<i64>,
-                low: Option<i64>,
+                high: Option<$crate::transports::flow::Limit>,
+                low: Option<$crate::transports::flow::Limit>,
             ) -> ::pyo3::PyResult<()> {
                 $crate::transports::core::set_write_buffer_limits(slf, high, low)
             }
 
-            fn get_write_buffer_limits(&self) -> (usize, usize) {
+            fn get_write_buffer_limits(
+                &self,
+            ) -> ($crate::transports::flow::Limit, $crate::transports::flow::Limit) {
                 $crate::transports::core::get_write_buffer_limits(self)
             }
 
