@@ -29,7 +29,7 @@ for minor in 3.9 3.13; do
     echo "== Python $minor ($interpreter)"
     venv=".venv-$minor"
     [ -x "$venv/bin/python" ] || "$interpreter" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout \
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout pytest-asyncio \
         -r requirements-libs.txt
     rm -rf "target/wheels-$minor"
     "$venv/bin/python" -m maturin build --release -q -i "$venv/bin/python" -o "target/wheels-$minor"

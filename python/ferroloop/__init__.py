@@ -9,6 +9,8 @@ Use it like uvloop::
         runner.run(main())
 
     ferroloop.install()                        # every new loop is a ferroloop.Loop
+
+    ferroloop.dump_tasks()                     # print the pending tasks as a tree
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ from typing import Any, Coroutine, Optional, TypeVar
 
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
+from .observe import dump_tasks, task_tree
 
-__all__ = ("EventLoopPolicy", "Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run")
+__all__ = (
+    "EventLoopPolicy",
+    "Handle",
+    "Loop",
+    "TimerHandle",
+    "dump_tasks",
+    "install",
+    "new_event_loop",
+    "run",
+    "task_tree",
+)
 __version__ = "0.1.0"
 
 _T = TypeVar("_T")

@@ -1,0 +1,281 @@
+"""``python -m ferroloop``: command-line tools.
+
+``python -m ferroloop run script.py [args...]`` and ``python -m ferroloop run -m module
+[args...]`` run a program the way ``python script.py`` / ``python -m module`` would, with
+ferroloop installed as the event loop first (``ferroloop.install()``: ``asyncio.run()`` and
+``asyncio.new_event_loop()`` give ``ferroloop.Loop`` instances).
+
+What the program sees is what Python gives it:
+
+* ``sys.argv``: the script path as given (for ``-m``, the module's file path, as
+  ``python -m`` sets it) followed by the program's arguments, untouched even when they
+  look like options;
+* ``__name__ == "__main__"``: the program runs in a fresh ``__main__`` module. A script
+  file is compiled under its absolute path (``__file__``, tracebacks) as Python does,
+  and its module stays ``sys.modules["__main__"]``; a module, or a directory or zip
+  file holding ``__main__.py``, is run by ``runpy``;
+* ``sys.path[0]``: the directory of the script, symbolic links resolved, and for ``-m``
+  the current directory; nothing is prepended when Python runs with ``-P`` (3.11+), as
+  Python itself does. One difference: for a directory or zip file holding
+  ``__main__.py``, ``sys.path[0]`` is that path as given (``runpy`` puts it there),
+  where Python makes it absolute.
+
+Exit status: 0 when the program returns; ``SystemExit`` propagates unchanged (its code
+is the status, a message is printed to stderr with status 1, as Python does); an uncaught
+exception prints its traceback through ``sys.excepthook`` and gives status 1 (the frames
+of this module and of ``runpy`` are left out: a script's traceback is Python's own, and
+a module's lacks the two ``runpy`` frames Python shows for ``-m``); ``KeyboardInterrupt`` propagates to the interpreter.
+A script that does not exist gives status 2, a module that cannot be found status 1, each
+with a one-line message, as Python does.
+
+The options of ``run`` come before the program (everything from the script path or
+``-m MODULE`` on belongs to the program). Planned, not here yet: ``run
+--blocking-threshold SECONDS`` and ``run --monitor PATH`` (added with the blocking
+detector and the monitor, in ``_RUN_OPTIONS``), and the ``ps``/``top`` commands, which
+read a monitor socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import importlib.machinery
+import importlib.util
+import io
+import os
+import runpy
+import sys
+import types
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+PROG = "python -m ferroloop"
+
+# Options of ``run`` that precede the program, as (flags, argparse keyword arguments).
+# ``_split_run_arguments`` needs to know which take a value (any whose action stores
+# one), so every ``run`` option is declared here and nowhere else.
+# --blocking-threshold SECONDS and --monitor PATH go here once they work.
+_RUN_OPTIONS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = []
+
+_VALUELESS_ACTIONS = {"store_true", "store_false", "store_const", "count", "help", "version"}
+
+
+class _UsageError(Exception):
+    """A mistake on the command line: argparse reports it with the usage."""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser, run_parser = _build_parser()
+    if not args or args[0] != "run":
+        parser.parse_args(args)  # prints the help, or an error about the command, and exits
+        parser.error("the command must be the first argument")  # e.g. `-- run`
+    try:
+        options, module, program_args = _split_run_arguments(args[1:])
+    except _UsageError as exc:
+        run_parser.error(str(exc))
+    parsed = run_parser.parse_args(options)
+    if module is None and not program_args:
+        run_parser.error("a script or -m MODULE is required")
+    return _run_program(parsed, module, program_args)
+
+
+def _build_parser() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="ferroloop command-line tools: run a program on ferroloop.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    # Planned: "ps" and "top" (task tree and loop stats read from a monitor socket).
+    run = commands.add_parser(
+        "run",
+        usage=f"{PROG} run [options] (SCRIPT | -m MODULE) [ARGS ...]",
+        help="run a Python script or module with ferroloop as the asyncio event loop",
+        description=(
+            "Run a script or module as `python SCRIPT` / `python -m MODULE` would, with "
+            "ferroloop installed as the event loop (ferroloop.install()): asyncio.run() "
+            "and asyncio.new_event_loop() create ferroloop loops. The program gets "
+            "sys.argv, __name__ == '__main__' and sys.path[0] as Python sets them, and "
+            "its exit status is the command's."
+        ),
+        epilog=(
+            "Options of `run` go before SCRIPT or -m MODULE; every argument after them "
+            "is the program's, even one that looks like an option. Examples:\n"
+            f"  {PROG} run server.py --port 8080\n"
+            f"  {PROG} run -m myapp.cli serve"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flags, kwargs in _RUN_OPTIONS:
+        run.add_argument(*flags, **kwargs)
+    # Shown in the help; filled from _split_run_arguments, never parsed by argparse.
+    program = run.add_argument_group("program")
+    program.add_argument("-m", dest="module", metavar="MODULE",
+                         help="run library module MODULE as a script (like python -m)")
+    program.add_argument("script", nargs="?", metavar="SCRIPT",
+                         help="path of the script (a file, or a directory or zip file "
+                              "holding __main__.py)")
+    program.add_argument("args", nargs="*", metavar="ARGS",
+                         help="arguments for the program, in its sys.argv[1:]")
+    return parser, run
+
+
+def _split_run_arguments(args: List[str]) -> Tuple[List[str], Optional[str], List[str]]:
+    """Split ``run``'s arguments into (its own options, module or None, program argv).
+
+    The program argv is ``[script, *args]`` for a script and ``args`` for a module; it
+    starts at the first argument that is not an option of ``run`` (or after ``--``).
+    """
+    takes_value = {
+        flag
+        for flags, kwargs in _RUN_OPTIONS
+        if kwargs.get("action", "store") not in _VALUELESS_ACTIONS
+        for flag in flags
+    }
+    options: List[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            return options, None, args[index + 1:]
+        if arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")):
+            module = arg[2:] or (args[index + 1] if index + 1 < len(args) else "")
+            rest = index + (1 if arg[2:] else 2)
+            if not module:
+                raise _UsageError("argument -m: expected a module name")
+            return options, module, args[rest:]
+        if not arg.startswith("-") or arg == "-":
+            return options, None, args[index:]
+        options.append(arg)
+        if arg in takes_value:  # "--flag value"; "--flag=value" is one argument
+            if index + 1 < len(args):
+                options.append(args[index + 1])
+            index += 1
+        index += 1
+    return options, None, []
+
+
+def _run_program(options: argparse.Namespace, module: Optional[str], argv: List[str]) -> int:
+    """Install ferroloop and run the program; return its exit status.
+
+    ``options`` holds the options of ``run`` (none yet: the blocking threshold and the
+    monitor path will be applied here, after ``ferroloop.install()``).
+    """
+    if module is not None:
+        problem = _module_problem(module)
+        if problem is not None:
+            print(f"{PROG} run: {problem}", file=sys.stderr)
+            return 1
+    else:
+        script = argv[0]
+        if not os.path.exists(script):
+            print(f"{PROG} run: can't open file {os.path.abspath(script)!r}: "
+                  "[Errno 2] No such file or directory", file=sys.stderr)
+            return 2
+
+    import ferroloop
+
+    ferroloop.install()
+    try:
+        if module is not None:
+            # sys.path[0] stays the current directory, which `python -m` put there.
+            sys.argv[:] = [module, *argv]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            _set_script_path_entry(argv[0])
+            sys.argv[:] = list(argv)
+            _run_script(argv[0])
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported like an uncaught exception
+        # The hook prints the exception's own __traceback__: trim that one.
+        exc = exc.with_traceback(_program_frames(exc.__traceback__))
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        return 1
+    return 0
+
+
+def _module_problem(module: str) -> Optional[str]:
+    """Why ``python -m module`` would refuse to start, in Python's words; None if it runs."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:  # as runpy
+        return (f"Error while finding module specification for {module!r} "
+                f"({type(exc).__name__}: {exc})")
+    if spec is None:
+        return f"No module named {module}"
+    if spec.submodule_search_locations is not None:
+        try:
+            main_spec = importlib.util.find_spec(f"{module}.__main__")
+        except (ImportError, ValueError):
+            main_spec = None
+        if main_spec is None:
+            return (f"No module named {module}.__main__; {module!r} is a package and "
+                    "cannot be directly executed")
+    return None
+
+
+def _run_script(path: str) -> None:
+    """Run the script at ``path`` as ``python path`` does."""
+    if _is_directory_or_zip(path) or path.endswith(".pyc"):
+        runpy.run_path(path, run_name="__main__")
+        return
+    filename = os.path.abspath(path)
+    with io.open_code(filename) as source_file:
+        source = source_file.read()
+    # dont_inherit: this module's `from __future__` imports must not reach the program.
+    code = compile(source, filename, "exec", dont_inherit=True)
+    main_module = types.ModuleType("__main__")
+    main_module.__dict__.update(
+        __file__=filename,
+        __cached__=None,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", filename),
+        __builtins__=builtins,
+    )
+    sys.modules["__main__"] = main_module
+    exec(code, main_module.__dict__)
+
+
+def _set_script_path_entry(script: str) -> None:
+    """Make ``sys.path[0]`` what ``python script`` would, in place of the current
+    directory that ``python -m ferroloop`` put there."""
+    if getattr(sys.flags, "safe_path", False):
+        return  # python -P: Python prepends nothing, and neither did `-m` here
+    if _is_directory_or_zip(script):
+        # runpy.run_path puts the directory or zip file itself first.
+        if sys.path:
+            del sys.path[0]
+        return
+    entry = os.path.dirname(os.path.realpath(script))
+    if sys.path:
+        sys.path[0] = entry
+    else:
+        sys.path.insert(0, entry)
+
+
+def _is_directory_or_zip(path: str) -> bool:
+    if os.path.isdir(path):
+        return True
+    if path.endswith(".py"):
+        return False
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _program_frames(tb: Any) -> Any:
+    """The traceback from the program's first frame on (drops this module's and runpy's;
+    runpy is a frozen module on 3.11+, so frames are told apart by their globals)."""
+    while tb is not None and (
+        tb.tb_frame.f_globals is globals() or tb.tb_frame.f_globals.get("__name__") == "runpy"
+    ):
+        tb = tb.tb_next
+    return tb
+
+
+if __name__ == "__main__":
+    sys.exit(main())
