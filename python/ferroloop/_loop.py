@@ -14,8 +14,8 @@ ready queue, the timer heap, the poller and the run loop, and implements the hot
   every supported Python version, with no copy of their code here.
 * Networking (``_net``), pipes (``_pipes``), subprocesses (``_subprocess``) and signal
   handlers (``_signals``) are mixins over the Rust transports, child watching and
-  signal wake-up pipe; only ``start_tls`` still raises ``NotImplementedError`` (TLS is
-  the next issue).
+  signal wake-up pipe; TLS (``_tls``) is asyncio's ``SSLProtocol`` over the Rust
+  stream transport.
 
 Invariants: ``_thread_id`` is the id of the thread inside ``run_forever`` and ``None``
 otherwise (``is_running`` reads it); ``_default_executor`` is ``None`` or the executor
@@ -39,6 +39,7 @@ from ._net import NetworkMethods
 from ._pipes import PipeMethods
 from ._signals import SignalMethods
 from ._subprocess import SubprocessMethods
+from ._tls import TLSMethods
 
 __all__ = ("Loop",)
 
@@ -72,14 +73,6 @@ _FROM_ASYNCIO = (
     "shutdown_asyncgens",
     "shutdown_default_executor",
 )
-
-_TLS_ISSUE = "TLS on the Rust transports is the next issue"
-_PIPES_ISSUE = "pipes, subprocesses and signals are a later issue"
-
-# Methods of AbstractEventLoop not implemented yet, with the reason.
-_NOT_YET = {
-    "start_tls": _TLS_ISSUE,
-}
 
 
 # Rust methods that C code (asyncio's Task and Future) looks up on the loop for every
@@ -125,21 +118,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_give_loops_own_fds_in_child)
 
 
-def _not_implemented(name: str, reason: str):
-    def method(self, *args, **kwargs):
-        raise NotImplementedError(f"ferroloop does not implement loop.{name}() yet: {reason}")
-
-    method.__name__ = name
-    method.__qualname__ = f"Loop.{name}"
-    return method
-
-
 class Loop(
     LoopCore,
     NetworkMethods,
     PipeMethods,
     SubprocessMethods,
     SignalMethods,
+    TLSMethods,
     asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
@@ -255,6 +240,4 @@ class Loop(
 
     for _name in _FROM_ASYNCIO:
         locals()[_name] = getattr(_BaseEventLoop, _name)
-    for _name, _reason in _NOT_YET.items():
-        locals()[_name] = _not_implemented(_name, _reason)
-    del _name, _reason
+    del _name

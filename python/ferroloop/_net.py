@@ -73,7 +73,6 @@ UNIX_FROM_ASYNCIO = (
 # Pauses reading, waits for the transport's buffer to flush, then sock_sendfile.
 SELECTOR_FROM_ASYNCIO = ("_sendfile_native",)
 
-TLS_ISSUE = "TLS on the Rust transports is the next issue"
 # Python 3.13's datagram transports send empty datagrams and count 8 header bytes per
 # queued datagram in get_write_buffer_size(); earlier ones drop empty datagrams.
 _DATAGRAMS_3_13 = sys.version_info >= (3, 13)
@@ -82,6 +81,10 @@ _DATAGRAMS_3_13 = sys.version_info >= (3, 13)
 _SERVER_WANTS_TRANSPORT = (
     len(inspect.signature(base_events.Server._attach).parameters) > 1
 )
+
+# asyncio's default TLS shutdown timeout (the constant is new in 3.11; 3.9's SSLProtocol
+# has no shutdown timeout, and the value is then unused).
+_SSL_SHUTDOWN_TIMEOUT = getattr(constants, "SSL_SHUTDOWN_TIMEOUT", 30.0)
 
 # accept() errors that mean "out of resources": back off instead of spinning.
 _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -177,9 +180,6 @@ class NetworkMethods:
         if waiter is not None:
             self.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
-    def _make_ssl_transport(self, *args, **kwargs):
-        raise NotImplementedError(f"ferroloop does not implement TLS transports yet: {TLS_ISSUE}")
-
     # -- servers ---------------------------------------------------------------------
 
     def _start_serving(
@@ -190,18 +190,19 @@ class NetworkMethods:
         server=None,
         backlog=100,
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-        ssl_shutdown_timeout=getattr(constants, "SSL_SHUTDOWN_TIMEOUT", 30.0),
+        ssl_shutdown_timeout=_SSL_SHUTDOWN_TIMEOUT,
     ):
+        tls = None
         if sslcontext is not None:
-            raise NotImplementedError(f"ferroloop does not implement TLS servers yet: {TLS_ISSUE}")
+            tls = (sslcontext, ssl_handshake_timeout, ssl_shutdown_timeout)
         self._add_fd_callback(
             selectors._fileobj_to_fd(sock),
             False,
             self._accept_ready,
-            (protocol_factory, sock, server, backlog),
+            (protocol_factory, sock, server, backlog, tls),
         )
 
-    def _accept_ready(self, protocol_factory, sock, server, backlog):
+    def _accept_ready(self, protocol_factory, sock, server, backlog, tls):
         """Accepts up to ``backlog`` connections (the listening socket is readable)."""
         for _ in range(backlog):
             try:
@@ -222,16 +223,29 @@ class NetworkMethods:
                     }
                 )
                 self._remove_fd_callback(sock.fileno(), False)
+                sslcontext, handshake_timeout, shutdown_timeout = tls or (
+                    None,
+                    constants.SSL_HANDSHAKE_TIMEOUT,
+                    _SSL_SHUTDOWN_TIMEOUT,
+                )
                 self.call_later(
                     _ACCEPT_BACKOFF,
                     self._start_serving,
                     protocol_factory,
                     sock,
-                    None,
+                    sslcontext,
                     server,
                     backlog,
+                    handshake_timeout,
+                    shutdown_timeout,
                 )
                 return
+            if tls is not None:
+                # The TLS handshake is awaited: one task per connection, as in asyncio.
+                self.create_task(
+                    self._accept_tls_connection(protocol_factory, conn, addr, server, *tls)
+                )
+                continue
             try:
                 protocol = protocol_factory()
                 self._make_socket_transport(conn, protocol, extra={"peername": addr}, server=server)

@@ -57,7 +57,7 @@ class _Face:
 class SocketTransport(_Face, transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream transport (the Rust ``StreamTransport`` core does the work)."""
 
-    _start_tls_compatible = False  # TLS is a later issue; start_tls refuses with TypeError
+    _start_tls_compatible = True  # start_tls swaps in asyncio's SSLProtocol (see _tls)
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE  # os.sendfile, zero-copy
 
 

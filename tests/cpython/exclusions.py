@@ -78,6 +78,9 @@ REQUIRED_MODULES = [
     # processes, pipes, signals (asyncio's child-watcher/selector internals excluded)
     "test_subprocess",
     "test_unix_events",
+    # TLS (asyncio's SSLProtocol over the Rust transports)
+    "test_ssl",
+    "test_sslproto",
 ]
 
 # Never run, not even with --all: they test the internals of another loop
@@ -189,11 +192,7 @@ EXCLUDED_CLASSES += [
 # Single tests excluded (reported as excluded)
 # ---------------------------------------------------------------------------
 
-_NET = ("networking: {} lands later in the transports issue (not "
-        "implemented in ferroloop yet)")
 _FEL = "FerroloopEventLoopTests.{}"
-_TLS = ("TLS: {} lands in the TLS issue (ferroloop raises NotImplementedError "
-        "for ssl= until then)")
 
 
 def _events(test, reason, **kw):
@@ -221,8 +220,11 @@ EXCLUDED_CLASSES += [
     _be("BaseEventTests",
         "unit tests of the module-level helper asyncio.base_events."
         "_ipaddr_info (used by asyncio's create_connection); no event loop"),
-    _be("BaseLoopSockSendfileTests", _NET.format(
-        "sock_sendfile (BaseEventLoop._sock_sendfile_native/_fallback)")),
+    _be("BaseLoopSockSendfileTests",
+        "builds asyncio.selector_events.BaseSelectorEventLoop() (no native "
+        "sendfile) and tests its sock_sendfile fallback; another loop. "
+        "ferroloop's sock_sendfile/sendfile run in test_sock_lowlevel, "
+        "test_sendfile and tests/test_net_sendfile.py"),
     _be("TestSelectorUtils",
         "unit test of the helper asyncio.base_events._set_nodelay on a "
         "plain socket; no event loop"),
@@ -264,9 +266,6 @@ _BASE_EVENTS_TESTS = [
         "harness does not patch: checks stock asyncio's PYTHONASYNCIODEBUG/"
         "-X dev handling, not the loop under test"),
     # BaseEventLoopWithSelectorTests: networking and selector internals
-    _be("BaseEventLoopWithSelectorTests.test_create_datagram_endpoint*",
-        _NET.format("create_datagram_endpoint (BaseEventLoop's, with a "
-                    "mocked socket module)")),
     _be("BaseEventLoopWithSelectorTests.test_accept_connection_*",
         "BaseSelectorEventLoop internals: _accept_connection with a mocked "
         "socket and _remove_reader"),
@@ -274,29 +273,6 @@ _BASE_EVENTS_TESTS = [
 
 
 EXCLUDED_TESTS = [
-    # ---- test_events / EventLoopTestsMixin: networking -------------------
-    _events("test_create_ssl_connection",
-            _NET.format("create_connection(ssl=...)")),
-    _events("test_create_ssl_unix_connection",
-            _NET.format("create_unix_connection(ssl=...)")),
-    _events("test_ssl_connect_accepted_socket",
-            _NET.format("connect_accepted_socket(ssl=...)")),
-    _events("test_connect_accepted_socket_ssl_timeout_for_plain_socket",
-            _NET.format("connect_accepted_socket")),
-    _events("test_create_server_ssl", _NET.format("create_server(ssl=...)")),
-    _events("test_create_unix_server_ssl",
-            _NET.format("create_unix_server(ssl=...)")),
-    _events("test_create_server_ssl_verify_failed",
-            _NET.format("create_server(ssl=...)")),
-    _events("test_create_unix_server_ssl_verify_failed",
-            _NET.format("create_unix_server(ssl=...)")),
-    _events("test_create_server_ssl_match_failed",
-            _NET.format("create_server(ssl=...)")),
-    _events("test_create_unix_server_ssl_verified",
-            _NET.format("create_unix_server(ssl=...)")),
-    _events("test_create_server_ssl_verified",
-            _NET.format("create_server(ssl=...)")),
-
     # ---- test_events: other classes -----------------------------------------
 
     # ---- test_subprocess -----------------------------------------------------
@@ -306,16 +282,6 @@ EXCLUDED_TESTS = [
           "inactive and expects the loop to refuse; ferroloop uses no child "
           "watcher (each child's pidfd is watched by the loop itself)",
           max_py=(3, 13)),
-
-    # ---- networking modules: TLS and pipes -----------------------------------
-    entry("test_streams", "StreamTests.test_open_connection_no_loop_ssl",
-          _TLS.format("open_connection(ssl=...)")),
-    entry("test_streams", "StreamTests.test_open_unix_connection_no_loop_ssl",
-          _TLS.format("open_unix_connection(ssl=...)")),
-    entry("test_streams", "StreamTests.test_start_tls",
-          _TLS.format("StreamWriter.start_tls"), min_py=(3, 11)),
-    entry("test_sendfile", "*.test_sendfile_ssl*",
-          _TLS.format("sendfile over a TLS transport")),
 
     # ---- test_events / EventLoopTestsMixin: BaseEventLoop internals -------
     _events("test_timeout_rounding",

@@ -172,8 +172,9 @@ pub trait Transport: PyClass<Frozen = True> + Sync {
 }
 
 /// The methods every kind's face gets in its instance dict (see [`bind_face`]).
-const BASE_FACE_METHODS: [&str; 6] = [
+const BASE_FACE_METHODS: [&str; 7] = [
     "close",
+    "_force_close",
     "is_closing",
     "get_extra_info",
     "set_protocol",
@@ -595,6 +596,15 @@ macro_rules! native_transport {
 
             fn abort(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
                 $crate::transports::core::force_close(slf, None)
+            }
+
+            /// asyncio's `_force_close(exc)` (asyncio's SSLProtocol calls it on fatal
+            /// errors): drop pending writes, `connection_lost(exc)` soon.
+            fn _force_close(
+                slf: &::pyo3::Bound<'_, Self>,
+                exc: Option<::pyo3::Py<::pyo3::PyAny>>,
+            ) -> ::pyo3::PyResult<()> {
+                $crate::transports::core::force_close(slf, exc)
             }
 
             fn is_closing(&self) -> bool {

@@ -308,14 +308,19 @@ impl WritePipeTransport {
         if let Err(err) = flushed {
             return core::fatal_error(slf, os_error(err), "Fatal write error on pipe transport");
         }
-        core::maybe_resume_protocol(slf)?;
-        let (drained, closing) = {
+        let drained = {
             let state = this.state.lock();
-            (state.kind.0.is_empty() && !state.lost, state.closing)
+            state.kind.0.is_empty() && !state.lost
         };
         if drained {
             core::unwatch(this, py, Side::Write);
-            if closing {
+            // As asyncio's pipes: resume_writing() only once everything is written.
+            core::maybe_resume_protocol(slf)?;
+            let (drained, closing) = {
+                let state = this.state.lock();
+                (state.kind.0.is_empty() && !state.lost, state.closing)
+            };
+            if drained && closing {
                 core::unwatch(this, py, Side::Read);
                 core::schedule_connection_lost(slf, None)?;
             }

@@ -1,0 +1,113 @@
+"""TLS on ferroloop: ``ssl=`` everywhere and ``start_tls``, on the Rust transports.
+
+The TLS protocol is asyncio's own ``sslproto.SSLProtocol`` (the running Python's, so
+every ``SSLContext`` setting, the handshake and shutdown timeouts, the error types and
+messages are asyncio's), layered on a Rust ``StreamTransport``: the transport reads the
+TLS records (into ``SSLProtocol``'s buffer on 3.11+, which is a ``BufferedProtocol``) and
+writes them; ``SSLProtocol`` drives an ``ssl.MemoryBIO``/``SSLObject`` pair and hands the
+application its ``_SSLProtocolTransport``. The record pump is Python here; moving it to
+Rust is the TLS issue's performance step.
+
+* ``_make_ssl_transport`` — what ``create_connection(ssl=...)``,
+  ``create_unix_connection(ssl=...)`` and ``connect_accepted_socket(ssl=...)`` call
+  (asyncio's code, taken by name in ``_net``).
+* ``_accept_tls_connection`` — one task per connection accepted by a TLS server, which
+  awaits the handshake and reports failures only in debug mode, as asyncio does.
+* ``start_tls`` — ``BaseEventLoop.start_tls`` itself (taken by name): it checks the
+  transport's ``_start_tls_compatible``, pauses reading, swaps in an ``SSLProtocol``.
+
+Invariants: the raw transport's protocol is the ``SSLProtocol``; the application only
+ever sees ``SSLProtocol``'s app transport.
+"""
+
+from __future__ import annotations
+
+from asyncio import base_events, constants, sslproto
+
+TLS_FROM_ASYNCIO = ("start_tls",)
+
+# 3.11+ SSLProtocol takes a shutdown timeout; 3.9/3.10's has none.
+_HAS_SHUTDOWN_TIMEOUT = hasattr(constants, "SSL_SHUTDOWN_TIMEOUT")
+_SSL_SHUTDOWN_TIMEOUT = getattr(constants, "SSL_SHUTDOWN_TIMEOUT", 30.0)
+
+
+def _timeouts(handshake, shutdown):
+    kwargs = {"ssl_handshake_timeout": handshake}
+    if _HAS_SHUTDOWN_TIMEOUT:
+        kwargs["ssl_shutdown_timeout"] = shutdown
+    return kwargs
+
+
+class TLSMethods:
+    """The TLS parts of ``ferroloop.Loop`` (a mixin; see the module docs)."""
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=_SSL_SHUTDOWN_TIMEOUT,
+    ):
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            **_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout),
+        )
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def _accept_tls_connection(
+        self, protocol_factory, conn, addr, server, sslcontext, handshake, shutdown
+    ):
+        protocol = transport = None
+        try:
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            transport = self._make_ssl_transport(
+                conn,
+                protocol,
+                sslcontext,
+                waiter=waiter,
+                server_side=True,
+                extra={"peername": addr},
+                server=server,
+                ssl_handshake_timeout=handshake,
+                ssl_shutdown_timeout=shutdown,
+            )
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                waiter = None  # an exception kept in the future would keep the protocol
+                raise
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            if self.get_debug():
+                context = {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+                if protocol is not None:
+                    context["protocol"] = protocol
+                if transport is not None:
+                    context["transport"] = transport
+                self.call_exception_handler(context)
+
+
+for _name in TLS_FROM_ASYNCIO:
+    setattr(TLSMethods, _name, getattr(base_events.BaseEventLoop, _name))
+del _name
