@@ -21,9 +21,11 @@ from typing import Any, Coroutine, Optional, TypeVar
 
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
+from ._blocking import BlockingReport
 from .observe import dump_tasks, task_tree
 
 __all__ = (
+    "BlockingReport",
     "EventLoopPolicy",
     "Handle",
     "Loop",
@@ -59,21 +61,37 @@ def install() -> None:
     asyncio.set_event_loop_policy(EventLoopPolicy())
 
 
-def run(main: Coroutine[Any, Any, _T], *, debug: Optional[bool] = None) -> _T:
-    """Run ``main`` on a new ferroloop loop and return its result, like ``asyncio.run``."""
+def run(
+    main: Coroutine[Any, Any, _T],
+    *,
+    debug: Optional[bool] = None,
+    blocking_threshold: Optional[float] = None,
+) -> _T:
+    """Run ``main`` on a new ferroloop loop and return its result, like ``asyncio.run``.
+
+    ``blocking_threshold`` (seconds, or e.g. ``"50ms"``) turns the blocking detector on
+    (``Loop.set_blocking_threshold``).
+    """
     if asyncio.events._get_running_loop() is not None:
         raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
+
+    def loop_factory() -> Loop:
+        loop = new_event_loop()
+        if blocking_threshold is not None:
+            loop.set_blocking_threshold(blocking_threshold)
+        return loop
+
     if sys.version_info >= (3, 11):
-        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
             return runner.run(main)
-    return _run_legacy(main, debug)
+    return _run_legacy(main, debug, loop_factory)
 
 
-def _run_legacy(main: Coroutine[Any, Any, _T], debug: Optional[bool]) -> _T:
+def _run_legacy(main: Coroutine[Any, Any, _T], debug: Optional[bool], loop_factory) -> _T:
     """``asyncio.run`` for Python < 3.11, which has no ``Runner(loop_factory=...)``."""
     if not asyncio.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
-    loop = new_event_loop()
+    loop = loop_factory()
     try:
         asyncio.set_event_loop(loop)
         if debug is not None:

@@ -34,6 +34,7 @@ import threading
 import weakref
 from asyncio import base_events, coroutines, events
 
+from ._blocking import BlockingMethods
 from ._ferroloop import LoopCore
 from ._net import NetworkMethods
 from ._pipes import PipeMethods
@@ -101,6 +102,7 @@ def _give_loops_own_fds_in_child() -> None:
         wakeup_fds = loop._after_fork_in_child()
         if wakeup_fds is not None:
             _move_wakeup_fd(*wakeup_fds)
+        loop._restart_blocking_detector_in_child()
 
 
 def _move_wakeup_fd(old: int, new: int) -> None:
@@ -125,6 +127,7 @@ class Loop(
     SubprocessMethods,
     SignalMethods,
     TLSMethods,
+    BlockingMethods,
     asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
@@ -154,6 +157,7 @@ class Loop(
         for name in _BOUND_ONCE:
             self.__dict__[name] = getattr(self, name)
         _live_loops.add(self)
+        self._blocking_from_environment()
 
     # -- running and stopping ---------------------------------------------------------
 

@@ -377,12 +377,13 @@ impl<R, T: Timer, H> Driver<R, T, H> {
     }
 
     /// In a child process after `fork()`: a new epoll instance and eventfd (the inherited
-    /// ones are shared with the parent), the watched fds registered again. Never waits for
-    /// a lock a parent thread held at the fork. Returns the owners of fds that are gone.
+    /// ones are shared with the parent), the watched fds whose owners `keep` accepts
+    /// registered again. Never waits for a lock a parent thread held at the fork. Returns
+    /// the owners dropped: not kept, or of fds that are gone.
     ///
     /// # Safety
     /// Only in the child right after `fork()`, before it starts threads.
-    pub unsafe fn reset_in_forked_child(&self) -> io::Result<Vec<H>> {
+    pub unsafe fn reset_in_forked_child(&self, keep: impl Fn(&H) -> bool) -> io::Result<Vec<H>> {
         // SAFETY: the caller guarantees we are the child's only thread.
         unsafe {
             self.poller.reset_in_forked_child()?;
@@ -401,7 +402,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         let Some(mut io) = self.io.try_lock() else {
             return Ok(Vec::new());
         };
-        Ok(io.register_all(&self.poller))
+        Ok(io.register_all(&self.poller, keep))
     }
 
     #[cfg(test)]

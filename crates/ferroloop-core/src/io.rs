@@ -161,15 +161,21 @@ impl<T> IoRegistry<T> {
             .flat_map(|s| s.reader.iter().chain(s.writer.iter()))
     }
 
-    /// Registers every watched fd again with `poller` (a fresh instance, after
-    /// `Poller::reset`). Fds that are no longer open are dropped from the registry and
-    /// their owners returned.
-    pub fn register_all(&mut self, poller: &Poller) -> Vec<T> {
+    /// Registers the watched fds again with `poller` (a fresh instance, after
+    /// `Poller::reset`), keeping only the owners `keep` accepts. Owners not kept, and
+    /// those of fds that are no longer open, are dropped from the registry and returned.
+    pub fn register_all(&mut self, poller: &Poller, keep: impl Fn(&T) -> bool) -> Vec<T> {
         let mut lost = Vec::new();
         let fds: Vec<RawFd> = self.slots.keys().copied().collect();
         for fd in fds {
-            let interest = self.slots[&fd].interest();
-            if poller.add(fd, interest, Self::token(fd)).is_err() {
+            let slot = self.slots.get_mut(&fd).expect("key listed above");
+            for side in [&mut slot.reader, &mut slot.writer] {
+                if side.as_ref().is_some_and(|owner| !keep(owner)) {
+                    lost.extend(side.take());
+                }
+            }
+            let interest = slot.interest();
+            if interest.is_empty() || poller.add(fd, interest, Self::token(fd)).is_err() {
                 let slot = self.slots.remove(&fd).expect("key listed above");
                 lost.extend(slot.reader);
                 lost.extend(slot.writer);
@@ -253,6 +259,26 @@ mod tests {
     }
 
     #[test]
+    fn register_all_drops_the_owners_not_kept() {
+        let poller = Poller::new().unwrap();
+        let mut reg = IoRegistry::new();
+        let (_a, b) = UnixStream::pair().unwrap();
+        let (_c, d) = UnixStream::pair().unwrap();
+        reg.set(&poller, b.as_raw_fd(), Side::Read, 1).unwrap();
+        reg.set(&poller, b.as_raw_fd(), Side::Write, 10).unwrap();
+        reg.set(&poller, d.as_raw_fd(), Side::Read, 2).unwrap();
+        // SAFETY: no other thread uses this poller.
+        unsafe { poller.reset_in_forked_child() }.unwrap();
+        let mut lost = reg.register_all(&poller, |owner| *owner != 10 && *owner != 2);
+        lost.sort();
+        assert_eq!(lost, vec![2, 10]);
+        assert_eq!(reg.get(b.as_raw_fd(), Side::Read), Some(&1));
+        assert_eq!(reg.get(b.as_raw_fd(), Side::Write), None);
+        assert_eq!(reg.get(d.as_raw_fd(), Side::Read), None);
+        assert_eq!(reg.len(), 1);
+    }
+
+    #[test]
     fn register_all_moves_watches_to_a_fresh_poller_and_drops_closed_fds() {
         let poller = Poller::new().unwrap();
         let mut reg = IoRegistry::new();
@@ -264,7 +290,7 @@ mod tests {
         drop(d);
         // SAFETY: no other thread uses this poller.
         unsafe { poller.reset_in_forked_child() }.unwrap();
-        assert_eq!(reg.register_all(&poller), vec![2]);
+        assert_eq!(reg.register_all(&poller, |_| true), vec![2]);
         assert_eq!(reg.get(closed_fd, Side::Read), None);
         a.write_all(b"x").unwrap();
         let mut events = Events::with_capacity(4);

@@ -4,7 +4,7 @@
 //!
 //! * [`pidfd_open`] — a pidfd for a child (Linux ≥ 5.3; `ENOSYS` before).
 //! * [`try_reap`] — `waitpid(pid, WNOHANG)`: the exit status as asyncio reports it
-//!   ([`returncode`]), or `None` while the child runs.
+//!   ([`returncode`]), or `None` while the child runs; [`wait_blocking`] waits for it.
 //!
 //! Invariant kept by callers: only the owner of a child reaps it; a child reaped by
 //! someone else gives `ECHILD`, which the binding reports as asyncio does (returncode 255
@@ -28,6 +28,18 @@ pub fn try_reap(pid: libc::pid_t) -> io::Result<Option<i32>> {
         match syscall!(waitpid(pid, &mut status, libc::WNOHANG)) {
             Ok(0) => return Ok(None),
             Ok(_) => return Ok(Some(returncode(status))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits for child `pid` to exit and reaps it (blocking): its returncode.
+pub fn wait_blocking(pid: libc::pid_t) -> io::Result<i32> {
+    let mut status: libc::c_int = 0;
+    loop {
+        match syscall!(waitpid(pid, &mut status, 0)) {
+            Ok(_) => return Ok(returncode(status)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
@@ -86,6 +98,21 @@ mod tests {
         child.kill().unwrap();
         wait_readable(&fd);
         assert_eq!(try_reap(pid).unwrap(), Some(-libc::SIGKILL));
+    }
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // reaped by wait_blocking, which is what is tested
+    fn wait_blocking_reaps_a_running_child() {
+        let child = Command::new("sh")
+            .args(["-c", "sleep 0.05; exit 3"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        assert_eq!(wait_blocking(pid).unwrap(), 3);
+        assert_eq!(
+            try_reap(pid).unwrap_err().raw_os_error(),
+            Some(libc::ECHILD)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! * [`ready`] — what the driver queues: ready entries and fd owners.
 //! * [`transports`] — native transports (streams, datagrams, pipes).
 //! * [`process`] — child exit watching (pidfd) for subprocesses.
+//! * [`watchdog`] — the blocking detector's thread.
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
 //! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
 //! * [`py`] — Python objects looked up once.
@@ -20,6 +21,7 @@ mod process;
 mod py;
 mod ready;
 mod transports;
+mod watchdog;
 
 use pyo3::prelude::*;
 

@@ -10,7 +10,8 @@
 //!
 //! Invariants: a `ChildWatch` is registered with the driver (as `FdOwner::Child`) from
 //! `_watch_child` until the child is reaped; the pidfd is unregistered before it is
-//! closed; the callback runs exactly once.
+//! closed; the callback runs at most once (never after the loop closed: then a thread
+//! reaps the child, so that no zombie is left).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -97,6 +98,24 @@ impl ChildWatch {
         context.set_item("exception", err.into_value(py))?;
         event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
         Ok(())
+    }
+
+    /// The loop closed before the child exited: a thread waits for it and reaps it, so
+    /// that it never stays a zombie (its exit is reported to no one, as in asyncio).
+    pub fn reap_in_background(&self) {
+        let Some(pidfd) = self.pidfd.lock().take() else {
+            return; // reaped already
+        };
+        drop(pidfd);
+        let pid = self.pid;
+        let spawned = std::thread::Builder::new()
+            .name(format!("ferroloop-reap-{pid}"))
+            .spawn(move || {
+                let _ = process::wait_blocking(pid);
+            });
+        // Without a thread (resources exhausted) the child is left to init's adoption
+        // once this process exits; nothing better can be done here.
+        drop(spawned);
     }
 
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -47,11 +47,22 @@ impl FdOwner {
         }
     }
 
-    /// The loop will never call this owner again (it closed, or the fd did not survive a
-    /// fork): a transport lets go of its face (see `transports::core::Common::face`).
+    /// The loop will never call this owner again (the fd did not survive a fork, or it
+    /// is the parent's): a transport lets go of its face (see
+    /// `transports::core::Common::face`).
     pub fn release_face(&self, py: Python<'_>) {
         if let FdOwner::Transport(transport) = self {
             transport.release_face(py);
+        }
+    }
+
+    /// The loop closed: transports let go of their face; a child still running is left
+    /// to a reaping thread.
+    pub fn loop_closed(&self, py: Python<'_>) {
+        match self {
+            FdOwner::Transport(transport) => transport.release_face(py),
+            FdOwner::Child(watch) => watch.get().reap_in_background(),
+            FdOwner::Callback(_) | FdOwner::Signals => {}
         }
     }
 

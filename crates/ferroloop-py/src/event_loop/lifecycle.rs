@@ -9,6 +9,7 @@ use pyo3::PyTraverseError;
 
 use super::LoopCore;
 use crate::errors::os_error;
+use crate::ready::FdOwner;
 
 impl LoopCore {
     /// Marks the loop closed, drops everything queued and closes the poller and waker
@@ -29,7 +30,7 @@ impl LoopCore {
         let discarded = self.driver.discard_all();
         Python::attach(|py| {
             for owner in &discarded.2 {
-                owner.release_face(py);
+                owner.loop_closed(py);
             }
         });
         drop(discarded);
@@ -40,9 +41,12 @@ impl LoopCore {
         if self.is_closed() {
             return Ok(());
         }
+        // The parent's transports and children stay the parent's: the child's loop keeps
+        // only `add_reader`/`add_writer` callbacks (and the signal pipe, renewed below).
+        let keep = |owner: &FdOwner| matches!(owner, FdOwner::Callback(_) | FdOwner::Signals);
         // SAFETY: this runs in the child's at-fork hook (`os.register_at_fork`), before the
         // child starts threads; the parent's threads that used the driver do not exist here.
-        let lost = unsafe { self.driver.reset_in_forked_child() }.map_err(os_error)?;
+        let lost = unsafe { self.driver.reset_in_forked_child(keep) }.map_err(os_error)?;
         Python::attach(|py| {
             for owner in &lost {
                 owner.cancel();

@@ -40,6 +40,7 @@ use crate::errors::{loop_closed, os_error};
 use crate::handles::{Handle, QueuedTimer, TimerHandle};
 use crate::process::ChildWatch;
 use crate::ready::{FdOwner, Ready};
+use crate::watchdog::Watchdog;
 use crate::{ffi, py};
 
 /// The driver of a Python loop: ready entries, timers and fd owners are Python handles.
@@ -60,6 +61,8 @@ pub struct LoopCore {
     callbacks_run: AtomicU64,
     /// The wake-up pipe of signal handlers, created by the first `add_signal_handler`.
     signal_pipe: parking_lot::Mutex<Option<WakeupPipe>>,
+    /// The blocking detector's thread, while a threshold is set.
+    watchdog: parking_lot::Mutex<Option<Watchdog>>,
 }
 
 impl LoopCore {
@@ -79,6 +82,29 @@ impl LoopCore {
     pub(crate) fn closed_now(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// Callbacks started so far (sampled by the watchdog thread).
+    pub(crate) fn callbacks_started(&self) -> u64 {
+        self.callbacks_run.load(Ordering::Relaxed)
+    }
+
+    /// Whether `run_forever` is running (sampled by the watchdog thread).
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Whether the loop thread is waiting in the poller (sampled by the watchdog thread).
+    pub(crate) fn is_polling(&self) -> bool {
+        self.driver.is_polling()
+    }
+
+    /// Stops the blocking detector's thread, if any.
+    fn stop_watchdog(&self, py: Python<'_>) {
+        let watchdog = self.watchdog.lock().take();
+        if let Some(watchdog) = watchdog {
+            watchdog.stop(py);
+        }
+    }
 }
 
 #[pymethods]
@@ -95,6 +121,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             callbacks_run: AtomicU64::new(0),
             signal_pipe: parking_lot::Mutex::new(None),
+            watchdog: parking_lot::Mutex::new(None),
         })
     }
 
@@ -308,7 +335,8 @@ impl LoopCore {
 
     /// Marks the loop closed, drops everything queued and closes the poller and waker
     /// fds; the Python `close()` checks that the loop is not running first.
-    fn _close_core(&self) {
+    fn _close_core(&self, py: Python<'_>) {
+        self.stop_watchdog(py);
         self.close_core();
     }
 
@@ -317,6 +345,13 @@ impl LoopCore {
     /// `os.register_at_fork` hook in `ferroloop._loop`. Returns `(old, new)` signal
     /// wake-up fds when the loop had one (the child gets a pipe of its own), else `None`.
     fn _after_fork_in_child(&self) -> PyResult<Option<(RawFd, RawFd)>> {
+        // The parent's watchdog thread does not exist here: forget it without joining
+        // (`ferroloop._loop` starts a new one if a threshold was set).
+        if let Some(mut slot) = self.watchdog.try_lock() {
+            if let Some(watchdog) = slot.take() {
+                std::mem::forget(watchdog);
+            }
+        }
         self.after_fork_in_child()?;
         self.renew_signal_pipe_in_child()
     }
@@ -337,6 +372,29 @@ impl LoopCore {
     /// was one.
     fn _remove_fd_callback(&self, fd: &Bound<'_, PyAny>, writer: bool) -> bool {
         self.unset_fd_callback(fd, writer)
+    }
+
+    /// Starts the blocking detector: `reporter("blocked", seconds)` once a callback has
+    /// run for `threshold` seconds, `reporter("unblocked", seconds)` when it returns (on
+    /// the watchdog thread). Replaces a detector already running.
+    fn _start_watchdog(slf: &Bound<'_, Self>, threshold: f64, reporter: Py<PyAny>) -> PyResult<()> {
+        if !(threshold.is_finite() && threshold > 0.0) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "blocking threshold must be a positive number of seconds, not {threshold}"
+            )));
+        }
+        let core = slf.get();
+        core.check_closed()?;
+        core.stop_watchdog(slf.py());
+        let watchdog =
+            Watchdog::start(slf.clone().unbind(), threshold, reporter).map_err(os_error)?;
+        *core.watchdog.lock() = Some(watchdog);
+        Ok(())
+    }
+
+    /// Stops the blocking detector (no-op if it is off).
+    fn _stop_watchdog(&self, py: Python<'_>) {
+        self.stop_watchdog(py);
     }
 
     /// The fd for `signal.set_wakeup_fd` (the loop watches the other end of its pipe).

@@ -161,8 +161,13 @@ pub trait Transport: PyClass<Frozen = True> + Sync {
         socket_repr(self)
     }
 
-    /// What asyncio logs for the fifth and later writes to a lost connection.
+    /// What asyncio logs for writes to a lost connection, once more than
+    /// `SILENT_LOST_WRITES` were dropped.
     const LOST_WRITE_WARNING: &'static str = "socket.send() raised exception.";
+
+    /// Writes to a lost connection dropped without a warning (asyncio's sockets count
+    /// the loss itself, so they warn from the fifth dropped write).
+    const SILENT_LOST_WRITES: u32 = LOG_THRESHOLD_FOR_LOST_WRITES - 1;
 
     /// Whether a fatal error is only logged in debug mode instead of being passed to the
     /// exception handler (asyncio's socket transports: any `OSError`).
@@ -477,14 +482,15 @@ pub fn call_connection_lost<T: Transport>(
     Ok(())
 }
 
-/// Counts a write to a lost connection; asyncio logs a warning from the fifth on.
+/// Counts a write to a lost connection; past the kind's silent ones, asyncio logs a
+/// warning for each.
 pub fn note_write_after_lost<T: Transport>(this: &T, py: Python<'_>) -> PyResult<()> {
     let count = {
         let mut state = this.state().lock();
         state.writes_after_lost += 1;
         state.writes_after_lost
     };
-    if count >= LOG_THRESHOLD_FOR_LOST_WRITES {
+    if count > T::SILENT_LOST_WRITES {
         py::log_warning(py, T::LOST_WRITE_WARNING)?;
     }
     Ok(())

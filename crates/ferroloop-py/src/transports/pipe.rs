@@ -177,6 +177,8 @@ pub struct WritePipeTransport {
 
 native_transport! { WritePipeTransport, PipeBuffer, WritePipe, {
         const LOST_WRITE_WARNING: &'static str = LOST_PIPE_WRITE_WARNING;
+        // asyncio's pipes do not count the close itself: they warn from the sixth.
+        const SILENT_LOST_WRITES: u32 = core::LOG_THRESHOLD_FOR_LOST_WRITES;
 
         fn repr_text(&self) -> String {
             core::pipe_repr(self, true)

@@ -1,0 +1,120 @@
+//! The blocking detector's watchdog: a Rust thread that notices, while it happens, that the
+//! loop has been running one callback (or task step) for longer than a threshold.
+//!
+//! It costs the loop thread nothing: the loop already counts the callbacks it starts
+//! (`LoopCore::callbacks_run`) and the driver says whether it is polling. Every
+//! `interval` (a quarter of the threshold, between 1 ms and 250 ms) the watchdog samples
+//! both: a loop that is running, not polling, and has not started another callback since
+//! the last sample is inside one callback. Once that has lasted `threshold`, the watchdog
+//! takes the GIL and calls `reporter("blocked", seconds)` — `ferroloop._blocking` then
+//! reads the loop thread's stack — and when the loop moves on, `reporter("unblocked",
+//! total_seconds)`. One report per stall.
+//!
+//! Durations are lower bounds: a stall is timed from the sample that first saw its
+//! callback, at most one interval after it began.
+//!
+//! Invariants: at most one watchdog per loop; `stop` wakes the thread at once and joins
+//! it; the thread exits by itself when the loop closes; the reporter runs with the GIL on
+//! the watchdog thread, never on the loop thread.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use pyo3::prelude::*;
+
+use crate::event_loop::LoopCore;
+
+/// A running watchdog thread.
+pub struct Watchdog {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Starts watching `core` with `threshold` seconds; reports go to `reporter`.
+    pub fn start(core: Py<LoopCore>, threshold: f64, reporter: Py<PyAny>) -> std::io::Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread_stop = Arc::clone(&stop);
+        let threshold = Duration::from_secs_f64(threshold);
+        let interval = (threshold / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let thread = std::thread::Builder::new()
+            .name("ferroloop-watchdog".into())
+            .spawn(move || watch(&core, threshold, interval, &reporter, &thread_stop))?;
+        Ok(Watchdog {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it (a report in progress finishes first).
+    pub fn stop(mut self, py: Python<'_>) {
+        {
+            let (flag, wake) = &*self.stop;
+            *flag.lock() = true;
+            wake.notify_all();
+        }
+        if let Some(thread) = self.thread.take() {
+            // The thread may be waiting for the GIL to report: let it have it.
+            py.detach(|| {
+                let _ = thread.join();
+            });
+        }
+    }
+}
+
+/// The watchdog thread's loop (see the module docs).
+fn watch(
+    core: &Py<LoopCore>,
+    threshold: Duration,
+    interval: Duration,
+    reporter: &Py<PyAny>,
+    stop: &(Mutex<bool>, Condvar),
+) {
+    let mut last_count = u64::MAX;
+    let mut last_change = Instant::now();
+    let mut reported = false;
+    loop {
+        {
+            let (flag, wake) = stop;
+            let mut stopped = flag.lock();
+            if !*stopped {
+                wake.wait_for(&mut stopped, interval);
+            }
+            if *stopped {
+                return;
+            }
+        }
+        let loop_core = core.get();
+        if loop_core.closed_now() {
+            return;
+        }
+        let now = Instant::now();
+        let count = loop_core.callbacks_started();
+        let inside_callback = loop_core.is_running() && !loop_core.is_polling();
+        if inside_callback && count == last_count {
+            let stalled = now - last_change;
+            if stalled >= threshold && !reported {
+                reported = true;
+                report(reporter, "blocked", stalled);
+            }
+        } else {
+            if reported {
+                reported = false;
+                report(reporter, "unblocked", now - last_change);
+            }
+            last_count = count;
+            last_change = now;
+        }
+    }
+}
+
+fn report(reporter: &Py<PyAny>, event: &str, duration: Duration) {
+    Python::attach(|py| {
+        if let Err(err) = reporter.call1(py, (event, duration.as_secs_f64())) {
+            // A failing reporter must not end the watchdog: show it as Python would.
+            err.write_unraisable(py, Some(reporter.bind(py)));
+        }
+    });
+}
