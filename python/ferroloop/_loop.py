@@ -31,6 +31,7 @@ import selectors
 import signal
 import sys
 import threading
+import time
 import weakref
 from asyncio import base_events, coroutines, events
 
@@ -39,6 +40,7 @@ from ._ferroloop import LoopCore
 from ._net import NetworkMethods
 from ._pipes import PipeMethods
 from ._signals import SignalMethods
+from ._stats import StatsMethods
 from ._subprocess import SubprocessMethods
 from ._tls import TLSMethods
 
@@ -128,6 +130,7 @@ class Loop(
     SignalMethods,
     TLSMethods,
     BlockingMethods,
+    StatsMethods,
     asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
@@ -168,6 +171,7 @@ class Loop(
         self._set_coroutine_origin_tracking(self.get_debug())
         saved_hooks = sys.get_asyncgen_hooks()
         try:
+            self._run_started = time.monotonic()
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(
                 firstiter=self._asyncgen_firstiter_hook,
@@ -176,6 +180,8 @@ class Loop(
             events._set_running_loop(self)
             self._run_forever_core()
         finally:
+            self._run_seconds += time.monotonic() - self._run_started
+            self._run_started = None
             self._thread_id = None
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)

@@ -63,6 +63,10 @@ pub struct LoopCore {
     signal_pipe: parking_lot::Mutex<Option<WakeupPipe>>,
     /// The blocking detector's thread, while a threshold is set.
     watchdog: parking_lot::Mutex<Option<Watchdog>>,
+    /// Loop iterations run so far (for `stats()`; only the loop thread writes it).
+    iterations: AtomicU64,
+    /// Seconds spent waiting in the poller, as f64 bits (only the loop thread writes it).
+    poll_seconds: AtomicU64,
 }
 
 impl LoopCore {
@@ -122,6 +126,8 @@ impl LoopCore {
             callbacks_run: AtomicU64::new(0),
             signal_pipe: parking_lot::Mutex::new(None),
             watchdog: parking_lot::Mutex::new(None),
+            iterations: AtomicU64::new(0),
+            poll_seconds: AtomicU64::new(0f64.to_bits()),
         })
     }
 
@@ -390,6 +396,21 @@ impl LoopCore {
             Watchdog::start(slf.clone().unbind(), threshold, reporter).map_err(os_error)?;
         *core.watchdog.lock() = Some(watchdog);
         Ok(())
+    }
+
+    /// The core's counters for `Loop.stats()`: `(iterations, callbacks_run,
+    /// poll_seconds, ready, timers, cancelled_timers, watched_fds)`.
+    fn _stats_counters(&self) -> (u64, u64, f64, usize, usize, usize, usize) {
+        let (timers, cancelled) = self.driver.timer_counts();
+        (
+            self.iterations.load(Ordering::Relaxed),
+            self.callbacks_run.load(Ordering::Relaxed),
+            f64::from_bits(self.poll_seconds.load(Ordering::Relaxed)),
+            self.driver.ready_len(),
+            timers,
+            cancelled,
+            self.driver.fd_count(),
+        )
     }
 
     /// Stops the blocking detector (no-op if it is off).

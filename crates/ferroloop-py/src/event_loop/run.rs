@@ -46,7 +46,13 @@ impl Dispatch<Ready, QueuedTimer, FdOwner> for Iteration<'_, '_> {
     where
         F: FnOnce() -> io::Result<usize> + Send,
     {
-        self.slf.py().detach(wait)
+        let started = clock::monotonic();
+        let result = self.slf.py().detach(wait);
+        // Only the loop thread writes the total: a plain load/store, no locked RMW.
+        let total = &self.slf.get().poll_seconds;
+        let spent = f64::from_bits(total.load(Ordering::Relaxed)) + (clock::monotonic() - started);
+        total.store(spent.to_bits(), Ordering::Relaxed);
+        result
     }
 
     fn poll_failed(&self, err: io::Error) -> PyResult<()> {
@@ -65,7 +71,10 @@ impl Dispatch<Ready, QueuedTimer, FdOwner> for Iteration<'_, '_> {
 
 /// One iteration of `slf`'s loop.
 pub(super) fn turn(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
-    match slf.get().driver.turn(&Iteration { slf }) {
+    let core = slf.get();
+    let iterations = core.iterations.load(Ordering::Relaxed) + 1;
+    core.iterations.store(iterations, Ordering::Relaxed);
+    match core.driver.turn(&Iteration { slf }) {
         Ok(()) => Ok(()),
         Err(TurnError::Dispatch(err)) => Err(err),
         Err(TurnError::Busy) => Err(PyRuntimeError::new_err(

@@ -1,0 +1,120 @@
+"""``loop.stats()`` (ferroloop only: stock asyncio has no such API).
+
+The counters are checked against what the test scheduled, the times against what the
+test slept and spun, and the structural counts against the loop's own queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+
+import pytest
+
+ferroloop = pytest.importorskip("ferroloop")
+
+
+@pytest.fixture
+def loop():
+    loop = ferroloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_callbacks_and_iterations_count_what_was_scheduled(loop):
+    before = loop.stats()
+    for _ in range(250):
+        loop.call_soon(lambda: None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    after = loop.stats()
+    assert after["callbacks"] - before["callbacks"] == 251
+    assert after["iterations"] - before["iterations"] == 1  # all were ready at once
+
+
+def test_each_chained_callback_is_its_own_iteration(loop):
+    remaining = [20]
+
+    def step():
+        remaining[0] -= 1
+        if remaining[0]:
+            loop.call_soon(step)
+        else:
+            loop.stop()
+
+    before = loop.stats()
+    loop.call_soon(step)
+    loop.run_forever()
+    after = loop.stats()
+    assert after["callbacks"] - before["callbacks"] == 20
+    assert after["iterations"] - before["iterations"] == 20
+
+
+def test_polling_and_busy_time_add_up(loop):
+    async def main():
+        await asyncio.sleep(0.2)  # idle: polling
+        end = time.monotonic() + 0.15
+        while time.monotonic() < end:  # busy in a task step
+            pass
+
+    loop.run_until_complete(main())
+    stats = loop.stats()
+    assert 0.19 <= stats["polling_seconds"] <= stats["running_seconds"]
+    assert stats["busy_seconds"] >= 0.14
+    assert stats["running_seconds"] == pytest.approx(
+        stats["polling_seconds"] + stats["busy_seconds"]
+    )
+
+
+def test_structural_counts(loop):
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a.fileno(), lambda: None)
+        timers = [loop.call_later(100, lambda: None) for _ in range(3)]
+        timers[0].cancel()
+        loop.call_soon(lambda: None)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+        try:
+            stats = loop.stats()
+            assert stats["ready"] == 1
+            assert (stats["timers"], stats["cancelled_timers"]) == (3, 1)
+            assert stats["watched_fds"] == 2  # the reader and the signal wake-up pipe
+            assert stats["signal_handlers"] == 1
+            assert stats["transports"] == 0
+            assert stats["blocking_threshold"] is None
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR2)
+            loop.remove_reader(a.fileno())
+
+
+def test_transports_and_threshold_are_reported(loop):
+    async def main():
+        a, b = socket.socketpair()
+        tr, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        loop.set_blocking_threshold(0.5)
+        stats = loop.stats()
+        tr.close()
+        b.close()
+        loop.set_blocking_threshold(None)
+        return stats["transports"], stats["blocking_threshold"]
+
+    assert loop.run_until_complete(main()) == (1, 0.5)
+
+
+def test_stats_from_another_thread_while_running(loop):
+    import threading
+
+    seen = []
+
+    def read():
+        seen.append(loop.stats())
+
+    async def main():
+        t = threading.Thread(target=read)
+        t.start()
+        await loop.run_in_executor(None, t.join)
+
+    loop.run_until_complete(main())
+    assert seen and seen[0]["running_seconds"] > 0
