@@ -36,6 +36,20 @@ pub fn as_bytes<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> 
     )))
 }
 
+/// Calls `write` with the bytes of every item of `list_of_data` (a `writelines`
+/// argument), each checked as `write()` checks its argument.
+pub fn with_chunks<R>(
+    list_of_data: &Bound<'_, PyAny>,
+    write: impl FnOnce(&[&[u8]]) -> PyResult<R>,
+) -> PyResult<R> {
+    let chunks = list_of_data
+        .try_iter()?
+        .map(|item| as_bytes(&item?))
+        .collect::<PyResult<Vec<_>>>()?;
+    let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
+    write(&slices)
+}
+
 /// One `read` (a syscall such as `net::recv` or `net::read`) from `fd` into the loop
 /// thread's buffer: the bytes as a Python object, or `None` at end of stream.
 pub fn read_bytes<'py>(

@@ -169,6 +169,32 @@ pub trait Transport: PyClass<Frozen = True> + Sync {
     /// the loss itself, so they warn from the fifth dropped write).
     const SILENT_LOST_WRITES: u32 = LOG_THRESHOLD_FOR_LOST_WRITES - 1;
 
+    /// `set_protocol` (a kind may note something about the new protocol first).
+    fn set_protocol_of(slf: &Bound<'_, Self>, protocol: Bound<'_, PyAny>) -> PyResult<()>
+    where
+        Self: Sized,
+    {
+        replace_protocol(slf.get(), protocol);
+        Ok(())
+    }
+
+    /// `_call_connection_lost` (a kind may add a step after the shared ones).
+    fn connection_lost_of(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()>
+    where
+        Self: Sized,
+    {
+        call_connection_lost(slf, exc)
+    }
+
+    /// Reports the references only this kind holds to the garbage collector.
+    fn traverse_kind(
+        &self,
+        _kind: &Self::Kind,
+        _visit: &PyVisit<'_>,
+    ) -> Result<(), PyTraverseError> {
+        Ok(())
+    }
+
     /// Whether a fatal error is only logged in debug mode instead of being passed to the
     /// exception handler (asyncio's socket transports: any `OSError`).
     fn is_quiet_fatal_error(py: Python<'_>, exc: &PyErr) -> bool {
@@ -496,8 +522,18 @@ pub fn note_write_after_lost<T: Transport>(this: &T, py: Python<'_>) -> PyResult
     Ok(())
 }
 
-/// `set_protocol`: swaps the protocol (the old one is released after the lock).
-pub fn set_protocol<T: Transport>(this: &T, protocol: Bound<'_, PyAny>) {
+/// Reports every reference a transport holds to the garbage collector (never blocks).
+pub fn traverse<T: Transport>(this: &T, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    this.common().traverse(visit)?;
+    if let Some(state) = this.state().try_lock() {
+        state.traverse(visit)?;
+        this.traverse_kind(&state.kind, visit)?;
+    }
+    Ok(())
+}
+
+/// Swaps the protocol (the old one is released after the lock).
+pub fn replace_protocol<T: Transport>(this: &T, protocol: Bound<'_, PyAny>) {
     let old = std::mem::replace(&mut this.state().lock().protocol, protocol.unbind());
     drop(old);
 }
@@ -660,6 +696,29 @@ macro_rules! native_transport {
 
             fn get_protocol(&self, py: ::pyo3::Python<'_>) -> ::pyo3::Py<::pyo3::PyAny> {
                 $crate::transports::core::protocol(self, py)
+            }
+
+            fn set_protocol(
+                slf: &::pyo3::Bound<'_, Self>,
+                protocol: ::pyo3::Bound<'_, ::pyo3::PyAny>,
+            ) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transports::core::Transport>::set_protocol_of(slf, protocol)
+            }
+
+            /// Runs `protocol.connection_lost(exc)` once, then closes the socket or pipe
+            /// (scheduled by `close`, `abort` and fatal errors).
+            fn _call_connection_lost(
+                slf: &::pyo3::Bound<'_, Self>,
+                exc: Option<::pyo3::Py<::pyo3::PyAny>>,
+            ) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transports::core::Transport>::connection_lost_of(slf, exc)
+            }
+
+            fn __traverse__(
+                &self,
+                visit: ::pyo3::gc::PyVisit<'_>,
+            ) -> Result<(), ::pyo3::PyTraverseError> {
+                $crate::transports::core::traverse(self, &visit)
             }
 
             /// Whether the protocol was told to pause writing (read by the sendfile

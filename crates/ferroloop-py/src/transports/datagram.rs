@@ -77,7 +77,18 @@ pub struct DatagramTransport {
     state: Mutex<State<DatagramQueue>>,
 }
 
-native_transport! { DatagramTransport, DatagramQueue, Datagram;
+native_transport! { DatagramTransport, DatagramQueue, Datagram, {
+        fn traverse_kind(&self, kind: &DatagramQueue, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+            if let Some(address) = &self.address {
+                visit.call(address)?;
+            }
+            for (data, addr) in &kind.queue {
+                visit.call(data)?;
+                visit.call(addr)?;
+            }
+            Ok(())
+        }
+    };
     /// Wraps the non-blocking datagram socket `sock` (fd `fd`); `ferroloop._net` builds
     /// it, binds its face and schedules `connection_made`.
     #[new]
@@ -170,29 +181,6 @@ native_transport! { DatagramTransport, DatagramQueue, Datagram;
         core::maybe_pause_protocol(slf)
     }
 
-    fn set_protocol(&self, protocol: Bound<'_, PyAny>) {
-        core::set_protocol(self, protocol)
-    }
-
-    /// Runs `protocol.connection_lost(exc)` once, then closes the socket.
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
-        core::call_connection_lost(slf, exc)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.common.traverse(&visit)?;
-        if let Some(address) = &self.address {
-            visit.call(address)?;
-        }
-        if let Some(state) = self.state.try_lock() {
-            state.traverse(&visit)?;
-            for (data, addr) in &state.kind.queue {
-                visit.call(data)?;
-                visit.call(addr)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl DatagramTransport {

@@ -21,11 +21,9 @@ use ferroloop_core::net::{self, WriteBuffer};
 use ferroloop_core::Side;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
-use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use pyo3::PyTraverseError;
 
 use super::buffers::{self, as_bytes};
 use super::core::{self, native_transport, Common, Pending, State};
@@ -101,22 +99,6 @@ native_transport! { ReadPipeTransport, NothingToWrite, ReadPipe, {
         }
     }
 
-    fn set_protocol(&self, protocol: Bound<'_, PyAny>) {
-        core::set_protocol(self, protocol)
-    }
-
-    /// Runs `protocol.connection_lost(exc)` once, then closes the pipe.
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
-        core::call_connection_lost(slf, exc)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.common.traverse(&visit)?;
-        if let Some(state) = self.state.try_lock() {
-            state.traverse(&visit)?;
-        }
-        Ok(())
-    }
 }
 
 impl ReadPipeTransport {
@@ -211,12 +193,7 @@ native_transport! { WritePipeTransport, PipeBuffer, WritePipe, {
     /// Writes every chunk of `list_of_data` in order (one `writev` when nothing is
     /// buffered).
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let chunks = list_of_data
-            .try_iter()?
-            .map(|item| as_bytes(&item?))
-            .collect::<PyResult<Vec<_>>>()?;
-        let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
-        Self::write_chunks(slf, &slices)
+        buffers::with_chunks(list_of_data, |chunks| Self::write_chunks(slf, chunks))
     }
 
     /// Closes the pipe once the buffer is flushed (the same as `close`).
@@ -228,22 +205,6 @@ native_transport! { WritePipeTransport, PipeBuffer, WritePipe, {
         true
     }
 
-    fn set_protocol(&self, protocol: Bound<'_, PyAny>) {
-        core::set_protocol(self, protocol)
-    }
-
-    /// Runs `protocol.connection_lost(exc)` once, then closes the pipe.
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
-        core::call_connection_lost(slf, exc)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.common.traverse(&visit)?;
-        if let Some(state) = self.state.try_lock() {
-            state.traverse(&visit)?;
-        }
-        Ok(())
-    }
 }
 
 impl WritePipeTransport {

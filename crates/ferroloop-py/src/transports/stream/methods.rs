@@ -20,7 +20,34 @@ use crate::py;
 use crate::transports::buffers::{self, as_bytes};
 use crate::transports::core::{self, native_transport, Common, State};
 
-native_transport! { StreamTransport, StreamKind, Stream;
+native_transport! { StreamTransport, StreamKind, Stream, {
+        /// Notes whether the new protocol is a `BufferedProtocol`.
+        fn set_protocol_of(slf: &Bound<'_, Self>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let buffered = protocol.is_instance(py::buffered_protocol_type(py)?)?;
+            slf.get().state.lock().kind.buffered = buffered;
+            core::replace_protocol(slf.get(), protocol);
+            Ok(())
+        }
+
+        /// The shared steps, then a pending sendfile waiter fails.
+        fn connection_lost_of(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+            let lost = core::call_connection_lost(slf, exc);
+            let waiter_failed = Self::resolve_empty_waiter(
+                slf,
+                Some(PyConnectionError::new_err("Connection is closed by peer")),
+            );
+            lost?;
+            waiter_failed
+        }
+
+        fn traverse_kind(&self, kind: &StreamKind, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+            match &kind.empty_waiter {
+                Some(waiter) => visit.call(waiter),
+                None => Ok(()),
+            }
+        }
+    };
     /// Wraps the connected non-blocking socket `sock` (fd `fd`); `ferroloop._net` builds
     /// it, binds its face and schedules `connection_made`.
     #[new]
@@ -56,12 +83,7 @@ native_transport! { StreamTransport, StreamKind, Stream;
     /// Writes every chunk of `list_of_data` in order, gathered into one vectored send when
     /// nothing is buffered.
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let chunks = list_of_data
-            .try_iter()?
-            .map(|item| as_bytes(&item?))
-            .collect::<PyResult<Vec<_>>>()?;
-        let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
-        Self::send_or_buffer(slf, &slices)
+        buffers::with_chunks(list_of_data, |chunks| Self::send_or_buffer(slf, chunks))
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -82,25 +104,6 @@ native_transport! { StreamTransport, StreamKind, Stream;
 
     fn can_write_eof(&self) -> bool {
         true
-    }
-
-    fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
-        let buffered = protocol.is_instance(py::buffered_protocol_type(py)?)?;
-        self.state.lock().kind.buffered = buffered;
-        core::set_protocol(self, protocol);
-        Ok(())
-    }
-
-    /// Runs `protocol.connection_lost(exc)` once, closes the socket, tells the server, and
-    /// fails a pending sendfile waiter.
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
-        let lost = core::call_connection_lost(slf, exc);
-        let waiter_failed = Self::resolve_empty_waiter(
-            slf,
-            Some(PyConnectionError::new_err("Connection is closed by peer")),
-        );
-        lost?;
-        waiter_failed
     }
 
     /// A future done once the write buffer is empty, for `loop.sendfile` (asyncio's
@@ -130,16 +133,6 @@ native_transport! { StreamTransport, StreamKind, Stream;
         self.state.lock().kind.empty_waiter = None;
     }
 
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.common.traverse(&visit)?;
-        if let Some(state) = self.state.try_lock() {
-            state.traverse(&visit)?;
-            if let Some(waiter) = &state.kind.empty_waiter {
-                visit.call(waiter)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl StreamTransport {
