@@ -7,6 +7,7 @@ Every test runs on stock asyncio and on ferroloop (the loop fixtures of
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import os
 import socket
@@ -276,3 +277,45 @@ def test_no_fd_left_open(loop):
     run(loop, round_trip(50))
     run(loop, settle(before))
     assert _fd_count() == before
+
+
+# ------------------------------------------------------------------ name resolution
+
+
+def test_getaddrinfo_results_match_asyncio(compare):
+    def scenario(loop):
+        async def main():
+            res = []
+            for host, port in [("127.0.0.1", 80), ("::1", "http"), (b"10.1.2.3", None),
+                               ("localhost", 8080)]:  # fmt: skip
+                res.append(sorted(await loop.getaddrinfo(host, port)))
+            res.append(sorted(await loop.getaddrinfo("127.0.0.1", 5, type=socket.SOCK_DGRAM)))
+            try:
+                await loop.getaddrinfo("127.0.0.1", "no-such-service-name")
+            except socket.gaierror as exc:
+                res.append(("gaierror", exc.errno))
+            return res
+
+        return run(loop, main())
+
+    compare(scenario)
+
+
+def test_getaddrinfo_of_an_address_literal_skips_the_thread_pool(loop, loop_impl):
+    if loop_impl == "asyncio":
+        pytest.skip("ferroloop-only: asyncio always resolves in its thread pool")
+
+    class NoThreads(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            raise AssertionError(f"the thread pool was used for {fn!r}")
+
+    async def main():
+        loop.set_default_executor(NoThreads())
+        v4 = await loop.getaddrinfo("192.0.2.7", 443, type=socket.SOCK_STREAM)
+        v6 = await loop.getaddrinfo("2001:db8::1", 443, type=socket.SOCK_STREAM)
+        with pytest.raises(AssertionError, match="thread pool"):
+            await loop.getaddrinfo("localhost", 443)
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+        return v4[0][4], v6[0][4][:2]
+
+    assert run(loop, main()) == (("192.0.2.7", 443), ("2001:db8::1", 443))

@@ -65,7 +65,6 @@ _FROM_ASYNCIO = (
     "default_exception_handler",
     "get_exception_handler",
     "get_task_factory",
-    "getaddrinfo",
     "getnameinfo",
     "is_running",
     "run_in_executor",

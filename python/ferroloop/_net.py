@@ -113,6 +113,24 @@ def _transport_info(sock, extra):
     return info
 
 
+def _numeric_host(host):
+    """Whether ``host`` is an IPv4 or IPv6 address literal (no resolver needed)."""
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("idna")
+        except UnicodeError:
+            return False
+    if not isinstance(host, str):
+        return False
+    for family, text in ((socket.AF_INET, host), (socket.AF_INET6, host.partition("%")[0])):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
 def _set_tcp_nodelay(sock):
     if (
         sock.family in (socket.AF_INET, socket.AF_INET6)
@@ -277,6 +295,19 @@ class NetworkMethods:
                     os.unlink(path)
             except OSError:
                 pass
+
+    # -- name resolution --------------------------------------------------------------
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """As asyncio's, but an address literal is resolved at once, without the thread
+        pool (``AI_NUMERICHOST``: the resolver is never asked)."""
+        if _numeric_host(host):
+            return socket.getaddrinfo(
+                host, port, family, type, proto, flags | socket.AI_NUMERICHOST
+            )
+        return await base_events.BaseEventLoop.getaddrinfo(
+            self, host, port, family=family, type=type, proto=proto, flags=flags
+        )
 
     # -- low-level sockets -----------------------------------------------------------
 
