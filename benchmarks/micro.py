@@ -13,6 +13,12 @@ Usage::
     python benchmarks/micro.py --quick          # smaller workloads, 3 rounds
     python benchmarks/micro.py --cases gather,queue --repeat 7
     python benchmarks/micro.py --markdown --json results.json
+    python benchmarks/micro.py --detector-overhead [--quick]
+
+``--detector-overhead`` measures something else: ferroloop alone, with its blocking
+detector off and on (``loop.set_blocking_threshold(0.1)``, a watchdog thread sampling
+the loop every 25 ms), side by side; its cells are the CPU time per operation of the
+whole worker process (every thread: the watchdog's time counts), median (min-max).
 
 A loop that cannot be imported shows up as "unavailable"; a loop that raises,
 hangs or crashes during a case shows up as "FAILED" and the error is printed
@@ -40,6 +46,10 @@ from _loops import how_it_died, loop_version, result_line, worker_result
 
 LOOPS = ("asyncio", "uvloop", "ferroloop")
 
+# --detector-overhead: ferroloop with the blocking detector off and on.
+DETECTOR_THRESHOLD = 0.1
+DETECTOR_VARIANTS = ("ferroloop", "ferroloop+detector")
+
 
 # --------------------------------------------------------------------------
 # Loop factories (used only inside worker subprocesses)
@@ -57,7 +67,24 @@ def _make_loop(name: str) -> asyncio.AbstractEventLoop:
         import ferroloop
 
         return ferroloop.new_event_loop()
+    if name == "ferroloop+detector":
+        import ferroloop
+
+        loop = ferroloop.new_event_loop()
+        loop.set_blocking_threshold(DETECTOR_THRESHOLD, _count_stall)
+        return loop
     raise ValueError(f"unknown loop {name!r}")
+
+
+STALLS = [0]
+
+
+def _count_stall(report) -> None:
+    """The detector's callback in the benchmark: formats the report as the default
+    reporter would (so that a stall costs what it costs), counts it, prints nothing."""
+    report.format()
+    if not report.ended:
+        STALLS[0] += 1
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +364,7 @@ def worker_probe(loop_name: str) -> int:
             asyncio.set_event_loop(loop)
             loop.run_until_complete(asyncio.sleep(0))
             cls = type(loop)
-            _emit({"ok": True, "version": loop_version(loop_name),
+            _emit({"ok": True, "version": loop_version(loop_name.split("+")[0]),
                    "loop_class": f"{cls.__module__}.{cls.__qualname__}"})
         finally:
             asyncio.set_event_loop(None)
@@ -361,12 +388,16 @@ def worker_case(case: str, loop_name: str, n: int) -> int:
 
         prep = prep_fn(n) if prep_fn else None
         gc.collect()
+        STALLS[0] = 0
+        cpu0 = time.process_time()  # every thread of the process
         t0 = time.perf_counter()
         ops = loop.run_until_complete(run(loop, n, prep))
         elapsed = time.perf_counter() - t0
-        res = {"ok": True, "ops": ops, "seconds": elapsed, "ops_per_sec": ops / elapsed}
+        cpu = time.process_time() - cpu0
+        res = {"ok": True, "ops": ops, "seconds": elapsed, "ops_per_sec": ops / elapsed,
+               "cpu_seconds": cpu, "stalls": STALLS[0]}
         if loop_name != "asyncio":
-            res["version"] = loop_version(loop_name)
+            res["version"] = loop_version(loop_name.split("+")[0])
         _emit(res)
         return 0
     except BaseException as e:  # noqa: BLE001
@@ -529,6 +560,87 @@ def render(meta, results, cases, loops, loop_status, markdown):
     return "\n".join(out)
 
 
+def fmt_cpu(seconds):
+    """CPU time per operation, e.g. '1.23 us' or '850 ns'."""
+    if seconds is None:
+        return "-"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds >= 1e-6:
+        return f"{seconds * 1e6:.3g} us"
+    return f"{seconds * 1e9:.3g} ns"
+
+
+def render_detector(meta, results, cases, loop_status, markdown):
+    """--detector-overhead: ferroloop with the detector off and on, side by side."""
+    off, on = DETECTOR_VARIANTS
+    headers = ["case", "n", "CPU/op off", "CPU/op on", "on/off",
+               "ops/s off", "ops/s on", "stalls seen"]
+    rows, ratios = [], []
+    for case in cases:
+        r = results[case]
+        row = [case, fmt_n(r["n"])]
+        med = {}
+        for variant in (off, on):
+            cell = r["loops"].get(variant)
+            if not loop_status[variant]["ok"]:
+                row.append("unavailable")
+            elif cell is None or cell.get("failed") or not cell.get("cpu_per_op"):
+                row.append("FAILED")
+            else:
+                c = summarize(cell["cpu_per_op"])
+                med[variant] = c["median"]
+                row.append(f"{fmt_cpu(c['median'])} ({fmt_cpu(c['min'])}-{fmt_cpu(c['max'])})")
+        if off in med and on in med:
+            ratios.append(med[on] / med[off])
+            row.append(f"{ratios[-1]:.3f}x")
+        else:
+            row.append("-")
+        for variant in (off, on):
+            cell = r["loops"].get(variant) or {}
+            samples = cell.get("samples")
+            row.append(fmt_rate(statistics.median(samples)) if samples else "-")
+        stalls = (r["loops"].get(on) or {}).get("stalls") or []
+        row.append(str(sum(stalls)) if stalls else "-")
+        rows.append(row)
+    if ratios:
+        rows.append(["geomean", "", "", "", f"{statistics.geometric_mean(ratios):.3f}x",
+                     "", "", ""])
+
+    version = loop_status[off].get("version", "unavailable")
+    header = (f"Machine: {meta['cpu']}, {meta['cores']} cores "
+              f"({meta['usable_cores']} usable) | Python {meta['python']} "
+              f"({meta['implementation']}) | ferroloop {version} | {meta['date']}")
+    mode = (f"Mode: {'quick' if meta['quick'] else 'full'}, {meta['repeat']} rounds, "
+            f"fresh process per measurement; ferroloop with the blocking detector off "
+            f"and on (threshold {meta['detector_threshold']:g} s); CPU/op cells are the "
+            f"median process CPU time (all threads) per operation (min-max)")
+    out = []
+    if markdown:
+        out += [f"_{header}_  ", f"_{mode}_", "",
+                "| " + " | ".join(headers) + " |",
+                "|" + "|".join(["---"] + ["--:"] * (len(headers) - 1)) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        out += [header, mode, ""]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+        def line(cells):
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths)))
+        out.append(line(headers))
+        out.append("  ".join("-" * w for w in widths))
+        for row in rows:
+            if row[0] == "geomean":
+                out.append("  ".join("-" * w for w in widths))
+            out.append(line(row))
+    out.append("")
+    out.append("on/off: CPU time per operation with the detector on over off (1.000x: no "
+               "cost); stalls seen: callbacks the detector reported as blocking the loop "
+               f"for {meta['detector_threshold']:g} s or more, over all rounds.")
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -547,6 +659,10 @@ def main(argv=None):
     ap.add_argument("--json", metavar="FILE", help="also write raw results as JSON")
     ap.add_argument("--markdown", action="store_true",
                     help="print the table as Markdown (for the README)")
+    ap.add_argument("--detector-overhead", action="store_true",
+                    help="instead of comparing loops, run ferroloop with its blocking "
+                         f"detector off and on (threshold {DETECTOR_THRESHOLD:g} s), side "
+                         "by side, and report CPU time per operation")
     ap.add_argument("--list", action="store_true", help="list cases and exit")
     ap.add_argument("--from-json", metavar="FILE",
                     help="don't measure; re-print the table from a --json file")
@@ -575,6 +691,9 @@ def main(argv=None):
             saved = json.load(f)
         meta, results = saved["meta"], saved["results"]
         loop_status = meta["loops"]
+        if meta.get("mode") == "detector-overhead":
+            print(render_detector(meta, results, list(results), loop_status, args.markdown))
+            return 0
         loops = [ln for ln in LOOPS if loop_status[ln].get("error") != "not selected"]
         print(render(meta, results, list(results), loops, loop_status, args.markdown))
         return 0
@@ -588,13 +707,20 @@ def main(argv=None):
     bad = [ln for ln in loops if ln not in LOOPS]
     if bad:
         ap.error(f"unknown loop(s): {', '.join(bad)}; known: {', '.join(LOOPS)}")
+    candidates = LOOPS
+    if args.detector_overhead:
+        if args.loops != ap.get_default("loops"):
+            ap.error("--detector-overhead runs ferroloop only: --loops does not apply")
+        candidates = loops = list(DETECTOR_VARIANTS)
 
     meta = machine_info()
     meta.update(quick=args.quick, repeat=repeat, scale=args.scale)
+    if args.detector_overhead:
+        meta.update(mode="detector-overhead", detector_threshold=DETECTOR_THRESHOLD)
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     loop_status = {}
-    for ln in LOOPS:
+    for ln in candidates:
         if ln not in loops:
             loop_status[ln] = {"ok": False, "error": "not selected"}
             continue
@@ -612,10 +738,12 @@ def main(argv=None):
         full_n, quick_n = CASES[case][2], CASES[case][3]
         n = max(100, int((quick_n if args.quick else full_n) * args.scale))
         results[case] = {"n": n, "description": CASES[case][4],
-                         "loops": {ln: {"samples": [], "seconds": [], "errors": []}
+                         "loops": {ln: {"samples": [], "seconds": [], "errors": [],
+                                        "cpu_per_op": [], "stalls": []}
                                    for ln in active}}
 
     changed = set()  # a loop rebuilt/reinstalled while we were measuring
+    name_width = max([9] + [len(ln) for ln in active])
     t_start = time.monotonic()
     for rnd in range(repeat):
         for case in cases:
@@ -632,11 +760,15 @@ def main(argv=None):
                         changed.add(f"{ln}: {loop_status[ln]['version']} -> {r['version']}")
                     cell["samples"].append(r["ops_per_sec"])
                     cell["seconds"].append(r["seconds"])
-                    log(f"[{rnd + 1}/{repeat}] {case:<18} {ln:<9} "
-                        f"{r['seconds']:7.3f} s  {fmt_rate(r['ops_per_sec'])} ops/s")
+                    cell["cpu_per_op"].append(r["cpu_seconds"] / r["ops"])
+                    cell["stalls"].append(r["stalls"])
+                    cpu = (f"  {fmt_cpu(r['cpu_seconds'] / r['ops'])} CPU/op"
+                           if args.detector_overhead else "")
+                    log(f"[{rnd + 1}/{repeat}] {case:<18} {ln:<{name_width}} "
+                        f"{r['seconds']:7.3f} s  {fmt_rate(r['ops_per_sec'])} ops/s{cpu}")
                 else:
                     cell["errors"].append(r)
-                    log(f"[{rnd + 1}/{repeat}] {case:<18} {ln:<9} FAILED: {r['error']}")
+                    log(f"[{rnd + 1}/{repeat}] {case:<18} {ln:<{name_width}} FAILED: {r['error']}")
     meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
 
     failures = []
@@ -648,7 +780,10 @@ def main(argv=None):
             elif cell["samples"]:
                 cell["summary"] = summarize(cell["samples"])
 
-    print(render(meta, results, cases, loops, loop_status, args.markdown))
+    if args.detector_overhead:
+        print(render_detector(meta, results, cases, loop_status, args.markdown))
+    else:
+        print(render(meta, results, cases, loops, loop_status, args.markdown))
     if failures:
         print("\nFailures:")
         for case, ln, err in failures:

@@ -21,7 +21,7 @@ from typing import Any, Coroutine, Optional, TypeVar
 
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
-from ._blocking import BlockingReport
+from ._blocking import BlockingReport, parse_threshold
 from .observe import dump_tasks, task_tree
 
 __all__ = (
@@ -74,6 +74,8 @@ def run(
     """
     if asyncio.events._get_running_loop() is not None:
         raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
+    if blocking_threshold is not None:
+        blocking_threshold = parse_threshold(blocking_threshold)  # refuse before any loop
 
     def loop_factory() -> Loop:
         loop = new_event_loop()

@@ -24,15 +24,24 @@ Exit status: 0 when the program returns; ``SystemExit`` propagates unchanged (it
 is the status, a message is printed to stderr with status 1, as Python does); an uncaught
 exception prints its traceback through ``sys.excepthook`` and gives status 1 (the frames
 of this module and of ``runpy`` are left out: a script's traceback is Python's own, and
-a module's lacks the two ``runpy`` frames Python shows for ``-m``); ``KeyboardInterrupt`` propagates to the interpreter.
-A script that does not exist gives status 2, a module that cannot be found status 1, each
-with a one-line message, as Python does.
+a module's lacks the two ``runpy`` frames Python shows for ``-m``); ``KeyboardInterrupt``
+propagates to the interpreter. A script that does not exist gives status 2, a module that
+cannot be found status 1, each with a one-line message, as Python does.
 
 The options of ``run`` come before the program (everything from the script path or
-``-m MODULE`` on belongs to the program). Planned, not here yet: ``run
---blocking-threshold SECONDS`` and ``run --monitor PATH`` (added with the blocking
-detector and the monitor, in ``_RUN_OPTIONS``), and the ``ps``/``top`` commands, which
-read a monitor socket.
+``-m MODULE`` on belongs to the program):
+
+* ``--blocking-threshold SECONDS`` (``0.05``, ``50ms``) turns the blocking detector on
+  for every ferroloop loop the program creates (``asyncio.run``, ``ferroloop.run``,
+  ``ferroloop.new_event_loop``...): a callback or task step that blocks its loop that
+  long is reported while it blocks, with the loop thread's stack, as a warning on the
+  ``ferroloop`` logger (on stderr unless the program configures logging). It does so
+  by setting ``FERROLOOP_BLOCKING_THRESHOLD`` for the program, which child processes
+  inherit like any environment variable; it wins over a value already set there. A
+  value that is not a positive duration is a usage error (status 2).
+
+Planned, not here yet: ``run --monitor PATH`` (added with the monitor, in
+``_RUN_OPTIONS``), and the ``ps``/``top`` commands, which read a monitor socket.
 """
 
 from __future__ import annotations
@@ -50,11 +59,35 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 PROG = "python -m ferroloop"
 
+
+def _threshold_argument(text: str) -> float:
+    """``--blocking-threshold``'s value in seconds; argparse reports a bad one."""
+    from ferroloop._blocking import parse_threshold
+
+    try:
+        return parse_threshold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # Options of ``run`` that precede the program, as (flags, argparse keyword arguments).
 # ``_split_run_arguments`` needs to know which take a value (any whose action stores
 # one), so every ``run`` option is declared here and nowhere else.
-# --blocking-threshold SECONDS and --monitor PATH go here once they work.
-_RUN_OPTIONS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = []
+# --monitor PATH goes here once it works.
+_RUN_OPTIONS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
+    (
+        ("--blocking-threshold",),
+        dict(
+            metavar="SECONDS",
+            type=_threshold_argument,
+            default=None,
+            help="report every callback or task step that blocks a ferroloop event loop "
+                 "for this long (e.g. 0.05 or 50ms), while it blocks, with the loop "
+                 "thread's stack, as a warning on the 'ferroloop' logger (sets "
+                 "FERROLOOP_BLOCKING_THRESHOLD for the program)",
+        ),
+    ),
+]
 
 _VALUELESS_ACTIONS = {"store_true", "store_false", "store_const", "count", "help", "version"}
 
@@ -159,8 +192,8 @@ def _split_run_arguments(args: List[str]) -> Tuple[List[str], Optional[str], Lis
 def _run_program(options: argparse.Namespace, module: Optional[str], argv: List[str]) -> int:
     """Install ferroloop and run the program; return its exit status.
 
-    ``options`` holds the options of ``run`` (none yet: the blocking threshold and the
-    monitor path will be applied here, after ``ferroloop.install()``).
+    ``options`` holds the options of ``run``: the blocking threshold is applied here,
+    before the program runs (the monitor path will be too).
     """
     if module is not None:
         problem = _module_problem(module)
@@ -175,7 +208,11 @@ def _run_program(options: argparse.Namespace, module: Optional[str], argv: List[
             return 2
 
     import ferroloop
+    from ferroloop._blocking import ENV_THRESHOLD
 
+    if options.blocking_threshold is not None:
+        # Read by every ferroloop.Loop when it is created, whoever creates it.
+        os.environ[ENV_THRESHOLD] = repr(options.blocking_threshold)
     ferroloop.install()
     try:
         if module is not None:

@@ -10,8 +10,25 @@ watchdog thread), else as a warning on the ``ferroloop`` logger. When the loop m
 a second report (``ended=True``) gives the stall's total duration.
 
 Also set by ``ferroloop.run(main, blocking_threshold=...)``, by the environment
-variable ``FERROLOOP_BLOCKING_THRESHOLD`` (seconds; read when a loop is created) and by
-``python -m ferroloop run --blocking-threshold``.
+variable ``FERROLOOP_BLOCKING_THRESHOLD`` (seconds or e.g. ``50ms``, read when a loop is
+created; empty or unset: off; a value that is not a positive duration makes creating a
+loop raise ``ValueError`` naming the variable), by ``python -m ferroloop run
+--blocking-threshold`` (which sets that variable for the program) and, for the loops of
+pytest-asyncio tests, by ``pytest --ferroloop --ferroloop-fail-on-blocking=DURATION``.
+
+Timing: the watchdog samples every quarter of the threshold (1 ms to 250 ms), so a stall
+is reported between ``threshold`` and ``threshold`` plus one interval after it began; a
+stall that lasts less than that may go unreported. ``duration`` of a "blocked" report is
+a lower bound of the time blocked so far; the total of an "ended" report is within one
+interval of the real stall, either way.
+
+Limit: the stack is read with the GIL. Code that blocks while holding it (a long C call
+that never releases it, e.g. ``sum(range(10**9))`` or a regex that backtracks) can be
+seen only once it lets go; by then the loop has moved on, so the watchdog reports the
+stall as ended only, with no stack and no task, rather than blame the next callback
+(``tests/test_blocking.py::test_report_blames_only_code_that_blocked``). Stopping the
+detector (``set_blocking_threshold(None)``, ``close()``) during a stall still gives the
+stall's "ended" report.
 
 Invariants: one watchdog per loop; ``set_blocking_threshold(None)`` and ``close()`` stop
 it (joined); the reporter holds the loop weakly; a report never raises into the watchdog.
@@ -38,8 +55,9 @@ class BlockingReport:
     """One stall of an event loop, as the blocking detector saw it.
 
     ``ended`` is False while the loop is still blocked (``duration`` is how long so far)
-    and True once it moved on (``duration`` is the total). Durations are lower bounds,
-    within a quarter of the threshold. ``stack`` is the loop thread's Python stack when
+    and True once it moved on (``duration`` is the total). Durations come from samples
+    a quarter of the threshold apart: ``duration`` while blocked is a lower bound, the
+    total is within that of the real stall. ``stack`` is the loop thread's Python stack when
     the stall was first reported, innermost frame last; ``task`` is the task whose step
     was running, if any.
     """
@@ -148,9 +166,16 @@ class BlockingMethods:
         return self._blocking_threshold
 
     def _blocking_from_environment(self) -> None:
+        """Called last by ``Loop.__init__``: a bad value refuses to make the loop."""
         value = os.environ.get(ENV_THRESHOLD)
-        if value:
-            self.set_blocking_threshold(value)
+        if not value:
+            return
+        try:
+            threshold = parse_threshold(value)
+        except ValueError as exc:
+            self.close()  # nobody gets this loop: do not leave it unclosed
+            raise ValueError(f"environment variable {ENV_THRESHOLD}: {exc}") from None
+        self.set_blocking_threshold(threshold)
 
     def _restart_blocking_detector_in_child(self) -> None:
         """After ``fork()``: the parent's watchdog thread is not in the child."""

@@ -198,7 +198,8 @@ class Loop(
         if self.get_debug():
             base_events.logger.debug("Close %r", self)
         self._remove_all_signal_handlers()
-        self._close_core()
+        self._close_core()  # stops the blocking detector too
+        self._blocking_threshold = None
         for name in _BOUND_ONCE:
             # Leave alone what a user (or a mock) put there in the meantime.
             if getattr(self.__dict__.get(name), "__self__", None) is self:

@@ -10,8 +10,11 @@
 //! reads the loop thread's stack — and when the loop moves on, `reporter("unblocked",
 //! total_seconds)`. One report per stall.
 //!
-//! Durations are lower bounds: a stall is timed from the sample that first saw its
-//! callback, at most one interval after it began.
+//! A stall is timed from the sample that first saw its callback (at most one interval
+//! after it began). When the loop moved on while the watchdog waited for the GIL (C code
+//! holding the GIL), the stall is reported as ended only, without a stack, since the
+//! stack would be the next callback's. Stopping the detector during a stall still gives
+//! the stall's "unblocked" report.
 //!
 //! Invariants: at most one watchdog per loop; `stop` wakes the thread at once and joins
 //! it; the thread exits by itself when the loop closes; the reporter runs with the GIL on
@@ -76,28 +79,28 @@ fn watch(
     let mut last_change = Instant::now();
     let mut reported = false;
     loop {
-        {
+        let stopping = {
             let (flag, wake) = stop;
             let mut stopped = flag.lock();
             if !*stopped {
                 wake.wait_for(&mut stopped, interval);
             }
-            if *stopped {
-                return;
-            }
-        }
+            *stopped
+        };
         let loop_core = core.get();
-        if loop_core.closed_now() {
+        if stopping || loop_core.closed_now() {
+            if reported {
+                // The stall in progress ends with the detector: give its total.
+                report(reporter, "unblocked", last_change.elapsed());
+            }
             return;
         }
         let now = Instant::now();
         let count = loop_core.callbacks_started();
         let inside_callback = loop_core.is_running() && !loop_core.is_polling();
         if inside_callback && count == last_count {
-            let stalled = now - last_change;
-            if stalled >= threshold && !reported {
-                reported = true;
-                report(reporter, "blocked", stalled);
+            if now - last_change >= threshold && !reported {
+                reported = report_stall(loop_core, reporter, count, last_change);
             }
         } else {
             if reported {
@@ -110,11 +113,26 @@ fn watch(
     }
 }
 
-fn report(reporter: &Py<PyAny>, event: &str, duration: Duration) {
+/// Reports the stall of callback number `count` (started by `since`) as "blocked" —
+/// unless the loop moved on while this thread waited for the GIL (a callback running C
+/// code that holds the GIL): then the stack would be the next callback's, so the stall is
+/// reported as ended, without a stack. Returns whether a "blocked" report is open.
+fn report_stall(loop_core: &LoopCore, reporter: &Py<PyAny>, count: u64, since: Instant) -> bool {
     Python::attach(|py| {
-        if let Err(err) = reporter.call1(py, (event, duration.as_secs_f64())) {
-            // A failing reporter must not end the watchdog: show it as Python would.
-            err.write_unraisable(py, Some(reporter.bind(py)));
-        }
-    });
+        let moved_on = loop_core.callbacks_started() != count || loop_core.is_polling();
+        let event = if moved_on { "unblocked" } else { "blocked" };
+        call_reporter(py, reporter, event, since.elapsed());
+        !moved_on
+    })
+}
+
+fn report(reporter: &Py<PyAny>, event: &str, duration: Duration) {
+    Python::attach(|py| call_reporter(py, reporter, event, duration));
+}
+
+fn call_reporter(py: Python<'_>, reporter: &Py<PyAny>, event: &str, duration: Duration) {
+    if let Err(err) = reporter.call1(py, (event, duration.as_secs_f64())) {
+        // A failing reporter must not end the watchdog: show it as Python would.
+        err.write_unraisable(py, Some(reporter.bind(py)));
+    }
 }
