@@ -1,7 +1,7 @@
 """What the benchmark scripts need to know about the loops they compare.
 
-Shared by ``micro.py``, ``seed_demo.py`` and ``net.py`` (all run as scripts from this
-directory).
+Shared by ``micro.py``, ``seed_demo.py``, ``net.py`` and ``procs.py`` (all run as scripts
+from this directory).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 
 
 def loop_version(name: str) -> str:
@@ -74,3 +75,30 @@ def how_it_died(returncode: int) -> str:
         except ValueError:
             pass
     return f"exit status {returncode}"
+
+
+def run_worker(cmd, timeout, cwd=None):
+    """Run the worker command ``cmd``; return the dict it reported, or an error dict
+    ({"ok": False, "error": ..., "traceback": ...}) if it hung or died without reporting."""
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout:.0f} s (hang?)"}
+    result = worker_result(p.stdout)
+    if result is not None:
+        return result
+    lines = p.stderr.strip().splitlines() or ["<no output on stderr>"]
+    key = next((ln.strip() for ln in lines
+                if "Fatal Python error" in ln or "panicked" in ln), None)
+    return {"ok": False, "error": f"worker died ({how_it_died(p.returncode)})"
+            + (f": {key}" if key else ""),
+            "traceback": "\n".join(lines[-20:]) if p.stderr.strip() else None}
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, e.g. "0.84 0.94 1.00" ("?" if unknown)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"

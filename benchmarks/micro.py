@@ -36,13 +36,12 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import traceback
 
-from _loops import how_it_died, loop_version, result_line, worker_result
+from _loops import loop_version, result_line, run_worker
 
 LOOPS = ("asyncio", "uvloop", "ferroloop")
 
@@ -419,20 +418,7 @@ def worker_case(case: str, loop_name: str, n: int) -> int:
 
 def _spawn(args, timeout):
     """Run this script as a worker; return the decoded result dict."""
-    cmd = [sys.executable, os.path.abspath(__file__)] + args
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"timed out after {timeout:.0f} s (hang?)"}
-    result = worker_result(p.stdout)
-    if result is not None:
-        return result
-    lines = p.stderr.strip().splitlines() or ["<no output on stderr>"]
-    how = how_it_died(p.returncode)
-    key = next((ln.strip() for ln in lines
-                if "Fatal Python error" in ln or "panicked" in ln), None)
-    return {"ok": False, "error": f"worker died ({how})" + (f": {key}" if key else ""),
-            "traceback": "\n".join(lines[-20:]) if p.stderr.strip() else None}
+    return run_worker([sys.executable, os.path.abspath(__file__)] + args, timeout)
 
 
 def machine_info():

@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 
-from _loops import how_it_died, worker_result
+from _loops import how_it_died, loadavg, worker_result
 from _net_load import (LoadError, ServerProc, ensure_echo_client, proc_cpu,
                        run_echo_client, run_wrk, wrk_path)
 from _net_report import LOOPS, render, render_failures, summarize
@@ -253,14 +253,6 @@ def _spawn_probe(loop_name):
                    f"{p.stderr.strip()[-300:]}"}
 
 
-def _loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -334,7 +326,7 @@ def main(argv=None):
                 warmup=args.warmup, selected_loops=loops, argv=sys.argv[1:],
                 server_cpus=sorted(args.server_cpus) if args.server_cpus else None,
                 load_cpus=sorted(args.load_cpus) if args.load_cpus else None,
-                loadavg_start=_loadavg(), wrk_threads=args.wrk_threads,
+                loadavg_start=loadavg(), wrk_threads=args.wrk_threads,
                 executable=sys.executable)
     loop_status = {}
     for ln in LOOPS:
@@ -388,7 +380,7 @@ def main(argv=None):
                     cell["errors"].append(r)
                     log(f"{tag} FAILED: {r['error']}")
     meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
-    meta["loadavg_end"] = _loadavg()
+    meta["loadavg_end"] = loadavg()
 
     failed = False
     for c in cases:
