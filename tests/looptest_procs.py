@@ -13,8 +13,12 @@ import errno
 import hashlib
 import logging
 import os
+import selectors
 import socket
 import tty
+from asyncio import unix_events
+
+from looptest_support import PY
 
 MB = 1024 * 1024
 
@@ -201,6 +205,25 @@ def reap_leftover(pid):
 
 
 # ------------------------------------------------------------------ pipe helpers
+
+
+def is_reading(transport):
+    """``transport.is_reading()``, for a read pipe transport of either loop.
+
+    asyncio's pipe transports have ``is_reading()`` only since 3.11: on 3.9 and 3.10
+    ``_UnixReadPipeTransport`` inherits ``ReadTransport.is_reading()``, which raises
+    ``NotImplementedError``. There the reference's answer is read from what that
+    method reports since 3.11: whether the loop watches the pipe for reading (what the
+    transport's repr shows as ``polling`` / ``idle``; its loop is ``None`` once
+    ``connection_lost()`` ran).
+    """
+    if PY >= (3, 11) or not isinstance(transport, unix_events._UnixReadPipeTransport):
+        return transport.is_reading()
+    loop = transport._loop
+    if loop is None:
+        return False
+    key = loop._selector.get_map().get(transport._fileno)
+    return key is not None and bool(key.events & selectors.EVENT_READ)
 
 
 def is_closed(pipe):

@@ -129,8 +129,8 @@ def http_get(path, uds, box):
 
 @pytest.mark.parametrize("http", ["h11", "httptools"])
 def test_uvicorn_graceful_shutdown_with_a_request_in_flight(loop_impl, tmp_path, http):
-    pytest.importorskip("uvicorn", reason="uvicorn is in requirements-libs.txt")
-    pytest.importorskip(http, reason=f"{http} is in requirements-libs.txt")
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (requirements-libs.txt)")
+    pytest.importorskip(http, reason=f"{http} is not installed (requirements-libs.txt)")
     (tmp_path / "slowapp.py").write_text(SLOW_APP)
     uds = str(tmp_path / "uv.sock")
     in_flight = tmp_path / "in-flight"
