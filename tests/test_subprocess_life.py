@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import os
 import signal
 import sys
 import threading
@@ -353,3 +354,66 @@ def test_a_sigchld_handler_beside_the_children(compare):
         return run(loop, main())
 
     assert compare(scenario) == ([0, 1, 2, 3, 4], True)
+
+
+def test_a_slow_preexec_fn_does_not_stall_the_loop(loop, loop_impl):
+    # The child runs preexec_fn between fork and exec, and Popen waits for the exec.
+    if loop_impl == "asyncio":
+        pytest.skip("asyncio runs Popen in the loop thread: its loop stalls (ferroloop-only)")
+
+    def slow_preexec():
+        time.sleep(0.5)
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick_task = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.02)
+        before = ticks
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", "echo started", stdout=PIPE, preexec_fn=slow_preexec
+        )
+        during = ticks - before
+        out, _ = await proc.communicate()
+        tick_task.cancel()
+        return during, out, proc.returncode
+
+    during, out, returncode = run(loop, main())
+    assert (out, returncode) == (b"started\n", 0)
+    assert during >= 20, f"the loop ran only {during} ticks of 10 ms during a 0.5 s spawn"
+
+
+def test_cancelled_spawn_with_preexec_fn_leaves_no_child(loop, loop_impl, tmp_path):
+    if loop_impl == "asyncio":
+        pytest.skip("ferroloop-only: asyncio cannot be cancelled inside Popen")
+    pid_file = tmp_path / "child.pid"
+
+    def slow_preexec():  # runs in the child: it tells its pid, then takes its time
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(0.3)
+
+    async def main():
+        task = asyncio.ensure_future(
+            asyncio.create_subprocess_exec("sleep", "30", preexec_fn=slow_preexec)
+        )
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(loop, main())
+    pid = int(pid_file.read_text())
+    # The spawning thread kills and reaps the child it still started.
+    deadline = time.monotonic() + 5
+    while child_status(pid) != "reaped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status = child_status(pid)
+    if status != "reaped":
+        reap_leftover(pid)
+    assert status == "reaped"
