@@ -28,7 +28,8 @@ use pyo3::types::{PyBytes, PyDict};
 use pyo3::PyTraverseError;
 
 use super::buffers::as_bytes;
-use super::core::{self, native_transport, Common, Pending, State};
+use super::core::{self, Common, Pending, State};
+use super::macros::native_transport;
 use crate::event_loop::LoopCore;
 use crate::py;
 

@@ -7,6 +7,7 @@
 //! * [`stream`] — `StreamTransport`, asyncio's socket transport for TCP and Unix streams:
 //!   reads straight into `data_received`/`BufferedProtocol`, writes through
 //!   `ferroloop_core::net::WriteBuffer`, half-close, sendfile's waiter.
+//! * [`macros`] — `native_transport!`, the shared `#[pymethods]` of every kind.
 //! * [`flow`] — write flow control: the water marks and the protocol's pause state.
 //! * [`datagram`] — `DatagramTransport`, asyncio's UDP and Unix datagram transport.
 //! * [`pipe`] — `ReadPipeTransport`/`WritePipeTransport`, asyncio's Unix pipe transports
@@ -22,6 +23,7 @@ mod buffers;
 pub(crate) mod core;
 mod datagram;
 pub(crate) mod flow;
+mod macros;
 mod pipe;
 mod stream;
 

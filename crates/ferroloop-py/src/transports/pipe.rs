@@ -26,7 +26,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::buffers::{self, as_bytes};
-use super::core::{self, native_transport, Common, Pending, State};
+use super::core::{self, Common, Pending, State};
+use super::macros::native_transport;
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
 

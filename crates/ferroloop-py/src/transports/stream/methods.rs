@@ -18,7 +18,8 @@ use crate::errors::os_error;
 use crate::event_loop::LoopCore;
 use crate::py;
 use crate::transports::buffers::{self, as_bytes};
-use crate::transports::core::{self, native_transport, Common, State};
+use crate::transports::core::{self, Common, State};
+use crate::transports::macros::native_transport;
 
 native_transport! { StreamTransport, StreamKind, Stream, {
         /// Notes whether the new protocol is a `BufferedProtocol`.
