@@ -13,9 +13,13 @@ __all__ = [
     "StreamTransport",
     "TimerHandle",
     "WritePipeTransport",
+    "child_watcher",
 ]
 
 @final
+def child_watcher() -> str:
+    """``"pidfd"`` or ``"sigchld"``: how this process watches its next child's exit."""
+
 class Handle:
     """A callback scheduled with call_soon, call_soon_threadsafe or add_reader/add_writer."""
 
@@ -102,7 +106,7 @@ class LoopCore:
     def _start_watchdog(self, threshold: float, reporter: Callable[[str, float], object]) -> None: ...
     def _stop_watchdog(self) -> None: ...
     def _stats_counters(self) -> tuple[int, int, float, int, int, int, int]: ...
-    def _watch_child(self, pid: int, callback: Callable[[int, Optional[int]], object]) -> bool: ...
+    def _watch_child(self, pid: int, callback: Callable[[int, Optional[int]], object]) -> None: ...
     @property
     def _debug(self) -> bool: ...
     @property

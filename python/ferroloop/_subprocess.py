@@ -7,7 +7,10 @@ Unix subprocess transport (``subprocess.Popen`` plus the child's pipes, connecte
 ``connect_read_pipe``/``connect_write_pipe``, i.e. ferroloop's Rust pipe transports) and
 asks the Rust core to report the child's exit: a pidfd watched by the loop, reaped in
 Rust (``crates/ferroloop-py/src/process.rs``). No SIGCHLD handler, no thread per child,
-no global child watcher, so loops in any thread can spawn.
+no global child watcher, so loops in any thread can spawn. Without pidfds (Linux < 5.3,
+a seccomp profile that refuses them, or ``FERROLOOP_CHILD_WATCHER=sigchld``) one
+process-wide ``SIGCHLD`` handler and reaper thread in Rust take their place
+(``ferroloop._ferroloop.child_watcher()`` says which is in use).
 
 A ``preexec_fn`` runs in the child between ``fork`` and ``exec``, and ``Popen`` waits for
 the ``exec``: with one given, ``Popen`` runs in a thread of its own so that a slow
@@ -25,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import os
 import subprocess
 import threading
 from asyncio import base_events, unix_events
@@ -90,12 +92,7 @@ class SubprocessMethods:
                 returncode = _UNKNOWN_RETURNCODE
             transport._process_exited(returncode)
 
-        if not self._watch_child(pid, exited):
-            # A kernel without pidfds (Linux < 5.3): one thread waits for this child.
-            threading.Thread(
-                target=_wait_in_thread, args=(self, pid, exited),
-                name=f"ferroloop-waitpid-{pid}", daemon=True,
-            ).start()
+        self._watch_child(pid, exited)
 
 
 async def _spawn_in_thread(loop, spawn):
@@ -124,16 +121,6 @@ def _discard_child(done):
     proc = done.result()
     proc.kill()
     proc.wait()
-
-
-def _wait_in_thread(loop, pid, exited):
-    try:
-        _, status = os.waitpid(pid, 0)
-        returncode = os.waitstatus_to_exitcode(status)
-    except ChildProcessError:
-        returncode = None
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(exited, pid, returncode)
 
 
 for _name in SUBPROCESS_FROM_ASYNCIO:

@@ -22,6 +22,7 @@
 //!   wake-ups coalesce so a burst of `call_soon_threadsafe` costs one `write(2)`.
 //! * [`net`] — socket calls and the write buffer of stream transports.
 //! * [`process`] — child exit via `pidfd`, and reaping.
+//! * [`reaper`] — the `SIGCHLD`-driven reaper of kernels without pidfds.
 //! * [`signal`] — the wake-up pipe that carries caught signals' numbers to the loop.
 //! * [`clock`] — the monotonic clock, in the same seconds as Python's `time.monotonic()`.
 //!
@@ -41,6 +42,7 @@ pub mod net;
 mod poller;
 pub mod process;
 mod ready;
+pub mod reaper;
 pub mod signal;
 mod time;
 mod waker;

@@ -7,7 +7,7 @@
 //! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses.
 //! * [`ready`] — what the driver queues: ready entries and fd owners.
 //! * [`transports`] — native transports (streams, datagrams, pipes).
-//! * [`process`] — child exit watching (pidfd) for subprocesses.
+//! * [`process`] — child exit watching (pidfd, or the `SIGCHLD` reaper) for subprocesses.
 //! * [`watchdog`] — the blocking detector's thread.
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
 //! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
@@ -33,6 +33,8 @@ mod _ferroloop {
     use crate::event_loop::LoopCore;
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
+    #[pymodule_export]
+    use crate::process::child_watcher;
     #[pymodule_export]
     use crate::transports::{
         DatagramTransport, ReadPipeTransport, StreamTransport, WritePipeTransport,

@@ -1,6 +1,10 @@
 //! Child exit watching for subprocesses: one `pidfd` per child, watched by the loop's
 //! driver like any fd, reaped in Rust when it turns readable; no polling, no thread per
-//! child, no `SIGCHLD` handler.
+//! child, no `SIGCHLD` handler. Where the kernel has no pidfds (`ENOSYS` before Linux
+//! 5.3, `EPERM` under seccomp profiles that refuse `pidfd_open`) or
+//! `FERROLOOP_CHILD_WATCHER=sigchld` asks for it, the core's process-wide `SIGCHLD`
+//! reaper (`ferroloop_core::reaper`) reaps the child instead and the callback is handed
+//! to the loop with `call_soon_threadsafe`.
 //!
 //! `Loop._make_subprocess_transport` (`ferroloop._subprocess`) calls
 //! `LoopCore._watch_child(pid, callback)`; when the child exits the loop reaps it and runs
@@ -10,12 +14,13 @@
 //!
 //! Invariants: a `ChildWatch` is registered with the driver (as `FdOwner::Child`) from
 //! `_watch_child` until the child is reaped; the pidfd is unregistered before it is
-//! closed; the callback runs at most once (never after the loop closed: then a thread
-//! reaps the child, so that no zombie is left).
+//! closed; the callback runs at most once (never after the loop closed: then a thread, or
+//! the reaper, reaps the child, so that no zombie is left).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::OnceLock;
 
-use ferroloop_core::{process, Side};
+use ferroloop_core::{process, reaper, Side};
 use parking_lot::Mutex;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
@@ -37,24 +42,28 @@ pub struct ChildWatch {
 }
 
 impl ChildWatch {
-    /// Starts watching child `pid`. `Ok(false)` when the kernel has no pidfds (the caller
-    /// falls back to a waiting thread).
+    /// Starts watching child `pid`: through its pidfd, or the `SIGCHLD` reaper.
     pub fn start(
         event_loop: &Bound<'_, LoopCore>,
         pid: libc::pid_t,
         callback: Py<PyAny>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<()> {
         let py = event_loop.py();
+        if !pidfds_wanted() {
+            return watch_with_reaper(event_loop, pid, callback);
+        }
         let pidfd = match process::pidfd_open(pid) {
             Ok(fd) => Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return Ok(false),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                return watch_with_reaper(event_loop, pid, callback);
+            }
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
             Err(e) => return Err(os_error(e)),
         };
         let Some(pidfd) = pidfd else {
             // Gone already: reaped by someone else.
             event_loop.call_method1(intern!(py, "call_soon"), (callback, pid, py.None()))?;
-            return Ok(true);
+            return Ok(());
         };
         let fd = pidfd.as_raw_fd();
         let watch = Py::new(
@@ -65,8 +74,7 @@ impl ChildWatch {
                 callback,
             },
         )?;
-        event_loop.get().watch_child(fd, watch)?;
-        Ok(true)
+        event_loop.get().watch_child(fd, watch)
     }
 
     /// The pidfd turned readable: reap the child and run the callback.
@@ -132,6 +140,64 @@ impl ChildWatch {
     fn __repr__(&self) -> String {
         format!("<ChildWatch pid={}>", self.pid)
     }
+}
+
+/// Whether children are watched through pidfds (unless `FERROLOOP_CHILD_WATCHER=sigchld`;
+/// read once per process).
+fn pidfds_wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| {
+        std::env::var("FERROLOOP_CHILD_WATCHER").map_or(true, |v| v != "sigchld")
+    })
+}
+
+/// Which child watcher this process uses for its next child: `"pidfd"` or `"sigchld"`
+/// (`ferroloop._ferroloop.child_watcher()`).
+#[pyfunction]
+pub fn child_watcher() -> &'static str {
+    let probe = pidfds_wanted()
+        && match process::pidfd_open(std::process::id() as libc::pid_t) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)),
+        };
+    if probe {
+        "pidfd"
+    } else {
+        "sigchld"
+    }
+}
+
+/// Hands child `pid` to the process-wide `SIGCHLD` reaper; its exit reaches `callback`
+/// through `call_soon_threadsafe` (dropped if the loop closed meanwhile: the child is
+/// reaped all the same).
+fn watch_with_reaper(
+    event_loop: &Bound<'_, LoopCore>,
+    pid: libc::pid_t,
+    callback: Py<PyAny>,
+) -> PyResult<()> {
+    let owner = event_loop.clone().unbind();
+    let on_exit = Box::new(move |result: std::io::Result<i32>| {
+        // `None` (not attached) when the interpreter is finalizing: nobody is left to tell.
+        let _ = Python::try_attach(|py| {
+            let owner = owner.bind(py);
+            if owner.get().is_closed() {
+                return;
+            }
+            // An error is ECHILD: reaped elsewhere, and the caller knows where to look.
+            let returncode = result.ok();
+            let scheduled = owner.call_method1(
+                intern!(py, "call_soon_threadsafe"),
+                (callback, pid, returncode),
+            );
+            if let Err(err) = scheduled {
+                // Closed between the check and the call: nobody is left to tell.
+                if !owner.get().is_closed() {
+                    err.write_unraisable(py, Some(owner.as_any()));
+                }
+            }
+        });
+    });
+    reaper::watch(pid, on_exit).map_err(os_error)
 }
 
 /// The side a pidfd is watched on.

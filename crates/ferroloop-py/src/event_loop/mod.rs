@@ -184,7 +184,7 @@ impl LoopCore {
         self.driver.timer_counts().1
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
@@ -423,9 +423,9 @@ impl LoopCore {
         self.signal_wakeup_fd()
     }
 
-    /// Waits for child `pid` to exit (its pidfd, in the driver) and then runs
-    /// `callback(pid, returncode)`; `False` if the kernel has no pidfds.
-    fn _watch_child(slf: &Bound<'_, Self>, pid: i32, callback: Py<PyAny>) -> PyResult<bool> {
+    /// Waits for child `pid` to exit (its pidfd in the driver, or the `SIGCHLD` reaper)
+    /// and then runs `callback(pid, returncode)` as a loop callback.
+    fn _watch_child(slf: &Bound<'_, Self>, pid: i32, callback: Py<PyAny>) -> PyResult<()> {
         ChildWatch::start(slf, pid, callback)
     }
 

@@ -48,6 +48,10 @@ impl LoopCore {
             None => return Ok(()),
         };
         for signum in signals {
+            if i32::from(signum) == libc::SIGCHLD {
+                // A SIGCHLD handler of the program may have displaced the reaper's.
+                ferroloop_core::reaper::kick();
+            }
             slf.call_method1(intern!(py, "_handle_signal"), (i32::from(signum),))?;
         }
         Ok(())
