@@ -16,10 +16,10 @@ __all__ = [
     "child_watcher",
 ]
 
-@final
 def child_watcher() -> str:
     """``"pidfd"`` or ``"sigchld"``: how this process watches its next child's exit."""
 
+@final
 class Handle:
     """A callback scheduled with call_soon, call_soon_threadsafe or add_reader/add_writer."""
 
