@@ -127,7 +127,16 @@ def wait_until(predicate, timeout=5.0, interval=0.001):
         time.sleep(interval)
 
 
-_CHILD_PREAMBLE = """
+# Started from a background job, the test run (and so a child) inherits SIGINT ignored,
+# which Python keeps: Ctrl-C cases would hang. Child scripts start with this to restore
+# what a terminal gives.
+RESTORE_SIGINT = """
+import signal
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+"""
+
+_CHILD_PREAMBLE = RESTORE_SIGINT + """
 import asyncio, os, signal, sys, time
 if sys.argv[1] == "ferroloop":
     import ferroloop

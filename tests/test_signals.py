@@ -20,7 +20,7 @@ import textwrap
 import threading
 
 import pytest
-from looptest_support import outcome, run_child
+from looptest_support import RESTORE_SIGINT, outcome, run_child
 
 WATCHED = (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
@@ -319,7 +319,7 @@ def test_sigint_handler(loop_impl):
     ]
 
 
-CTRL_C = textwrap.dedent(
+CTRL_C = RESTORE_SIGINT + textwrap.dedent(
     """
     import asyncio, sys
     if sys.argv[1] == "ferroloop":

@@ -193,12 +193,6 @@ EXCLUDED_CLASSES += [
 # ---------------------------------------------------------------------------
 
 _FEL = "FerroloopEventLoopTests.{}"
-_CANCELLED_HANDLE_KEEPS_CALLBACK = (
-    "ferroloop bug to fix (pitfall/core work): a cancelled TimerHandle keeps its "
-    "callback until the loop drops it from the timer heap (asyncio drops it at "
-    "cancel()), so the cancelled handshake-timeout timer keeps SSLProtocol and its "
-    "SSLContext alive after run_until_complete returns; 3.12+'s tests check the "
-    "context is freed at once by reference counting")
 
 
 def _events(test, reason, **kw):
@@ -280,12 +274,6 @@ _BASE_EVENTS_TESTS = [
 
 EXCLUDED_TESTS = [
     # ---- test_events: other classes -----------------------------------------
-
-    # ---- TLS: a bug of ours, documented in README ("Deliberate differences") ----
-    entry("test_ssl", "TestSSL.test_handshake_timeout_handler_leak",
-          _CANCELLED_HANDLE_KEEPS_CALLBACK, min_py=(3, 12)),
-    entry("test_sslproto", "*StartTLSTests.test_handshake_timeout",
-          _CANCELLED_HANDLE_KEEPS_CALLBACK, min_py=(3, 12)),
 
     # ---- test_subprocess -----------------------------------------------------
     entry("test_subprocess",

@@ -13,12 +13,14 @@
 //! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
 //! * [`py`] — Python objects looked up once.
 
+// First: its `intern!` macro is used by the modules below.
+#[macro_use]
+mod py;
 mod errors;
 mod event_loop;
 mod ffi;
 mod handles;
 mod process;
-mod py;
 mod ready;
 mod transports;
 mod watchdog;

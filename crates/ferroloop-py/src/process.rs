@@ -23,7 +23,6 @@ use std::sync::OnceLock;
 use ferroloop_core::{process, reaper, Side};
 use parking_lot::Mutex;
 use pyo3::gc::PyVisit;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::PyTraverseError;

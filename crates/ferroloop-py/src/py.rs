@@ -1,20 +1,78 @@
-//! Python objects the binding looks up once per interpreter.
+//! Python objects the binding looks up once per interpreter, and the [`intern!`] macro.
+//!
+//! Invariant: nothing here waits for another thread. PyO3's `PyOnceLock` (and so its
+//! `intern!`) releases the GIL while its `Once` is marked "running"; a thread that
+//! `fork()`s in that window leaves the child a `Once` that stays "running" forever, and
+//! the child's first use of that value hangs (seen: `create_future` in a child forked from
+//! an executor thread while the loop thread was making its first future). [`Cached`]
+//! computes the value with the GIL held and only then stores it (a racing thread's value
+//! is dropped), so no `Once` is ever running while another Python thread can fork.
+
+use std::sync::OnceLock;
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple};
 
-static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static BUFFERED_PROTOCOL_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static ASYNCIO_LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// A value computed with the GIL held on first use and kept for the process's life.
+pub struct Cached<T>(OnceLock<T>);
+
+impl<T> Cached<T> {
+    pub const fn new() -> Self {
+        Cached(OnceLock::new())
+    }
+
+    /// The value, computing it with `init` first if needed (two threads may both compute
+    /// it; the first stored wins).
+    pub fn get_or_try_init<E>(
+        &self,
+        _py: Python<'_>,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<&T, E> {
+        if let Some(value) = self.0.get() {
+            return Ok(value);
+        }
+        let value = init()?;
+        // With the GIL held, this set is never in progress while another thread forks.
+        let _ = self.0.set(value);
+        Ok(self.0.get().expect("stored just above"))
+    }
+}
+
+/// `text` as an interned Python `str`, made once per call site (PyO3's `intern!` without
+/// its fork hazard, see the module doc).
+macro_rules! intern {
+    ($py:expr, $text:expr) => {{
+        static INTERNED: $crate::py::Cached<pyo3::Py<pyo3::types::PyString>> =
+            $crate::py::Cached::new();
+        $crate::py::interned(&INTERNED, $py, $text)
+    }};
+}
+
+/// The body of [`intern!`].
+pub fn interned<'py>(
+    cell: &'static Cached<Py<PyString>>,
+    py: Python<'py>,
+    text: &str,
+) -> &'py Bound<'py, PyString> {
+    let infallible: Result<_, std::convert::Infallible> =
+        cell.get_or_try_init(py, || Ok(PyString::intern(py, text).unbind()));
+    match infallible {
+        Ok(value) => value.bind(py),
+        Err(never) => match never {},
+    }
+}
+
+static FORMAT_CALLBACK_SOURCE: Cached<Py<PyAny>> = Cached::new();
+static EXTRACT_STACK: Cached<Py<PyAny>> = Cached::new();
+static FUTURE_TYPE: Cached<Py<PyAny>> = Cached::new();
+static TASK_TYPE: Cached<Py<PyAny>> = Cached::new();
+static BUFFERED_PROTOCOL_TYPE: Cached<Py<PyAny>> = Cached::new();
+static ASYNCIO_LOGGER: Cached<Py<PyAny>> = Cached::new();
 
 /// `module.name`, imported on first use and kept in `cell`.
 fn cached_attr<'py>(
     py: Python<'py>,
-    cell: &'static PyOnceLock<Py<PyAny>>,
+    cell: &'static Cached<Py<PyAny>>,
     module: &str,
     name: &str,
 ) -> PyResult<&'py Bound<'py, PyAny>> {
@@ -78,11 +136,11 @@ pub fn extract_stack(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     extract.call1((frame,))
 }
 
-static KWNAMES: [PyOnceLock<Py<PyTuple>>; 4] = [
-    PyOnceLock::new(),
-    PyOnceLock::new(),
-    PyOnceLock::new(),
-    PyOnceLock::new(),
+static KWNAMES: [Cached<Py<PyTuple>>; 4] = [
+    Cached::new(),
+    Cached::new(),
+    Cached::new(),
+    Cached::new(),
 ];
 
 /// Keyword names of `asyncio.Task(coro, loop=..., [name=...], [context=...])` /

@@ -41,9 +41,9 @@ impl FdOwner {
     }
 
     /// Tells a callback owner it lost its fd (replaced, removed, gone after a fork).
-    pub fn cancel(&self) {
+    pub fn cancel(&self, py: Python<'_>) {
         if let FdOwner::Callback(handle) = self {
-            handle.get().cancel();
+            handle.get().cancel(py);
         }
     }
 

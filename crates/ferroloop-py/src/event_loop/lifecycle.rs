@@ -49,7 +49,7 @@ impl LoopCore {
         let lost = unsafe { self.driver.reset_in_forked_child(keep) }.map_err(os_error)?;
         Python::attach(|py| {
             for owner in &lost {
-                owner.cancel();
+                owner.cancel(py);
                 owner.release_face(py);
             }
         });

@@ -259,15 +259,15 @@ impl LoopCore {
         core.check_closed()?;
         let name = name.filter(|n| !n.is_none());
         let context = context.filter(|c| !c.is_none());
-        if core.is_debug() || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+        if core.is_debug() || !slf.getattr(intern!(py, "_task_factory"))?.is_none() {
             let kwargs = PyDict::new(py);
             if let Some(name) = name {
-                kwargs.set_item(pyo3::intern!(py, "name"), name)?;
+                kwargs.set_item(intern!(py, "name"), name)?;
             }
             if let Some(context) = context {
-                kwargs.set_item(pyo3::intern!(py, "context"), context)?;
+                kwargs.set_item(intern!(py, "context"), context)?;
             }
-            let general = slf.getattr(pyo3::intern!(py, "_create_task_general"))?;
+            let general = slf.getattr(intern!(py, "_create_task_general"))?;
             return Ok(general.call((coro,), Some(&kwargs))?.unbind());
         }
         let task = py::task_type(py)?;

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 
 use ferroloop_core::{clock, Dispatch, Side, TurnError};
 use pyo3::exceptions::PyRuntimeError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use ferroloop_core::{clock, Side};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
@@ -136,7 +135,7 @@ impl LoopCore {
             .set_fd(fd, side(writer), FdOwner::Callback(handle.clone_ref(py)))
             .map_err(os_error)?;
         if let Some(previous) = previous {
-            previous.cancel();
+            previous.cancel(py);
         }
         Ok(handle)
     }
@@ -144,6 +143,7 @@ impl LoopCore {
     /// Unregisters the reader or writer of `fd`; whether there was one. An fd number no
     /// fd can have (beyond a C int) was never watched.
     pub(super) fn unset_fd_callback(&self, fd: &Bound<'_, PyAny>, writer: bool) -> bool {
+        let py = fd.py();
         let Ok(fd) = fd.extract::<RawFd>() else {
             return false;
         };
@@ -152,7 +152,7 @@ impl LoopCore {
         }
         match self.driver.remove_fd(fd, side(writer)) {
             Some(owner) => {
-                owner.cancel();
+                owner.cancel(py);
                 true
             }
             None => false,

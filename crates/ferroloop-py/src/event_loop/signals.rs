@@ -14,7 +14,6 @@ use std::os::fd::RawFd;
 
 use ferroloop_core::signal::WakeupPipe;
 use ferroloop_core::Side;
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::LoopCore;

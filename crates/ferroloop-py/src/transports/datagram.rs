@@ -22,7 +22,6 @@ use ferroloop_core::Side;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError, PyValueError};
 use pyo3::gc::PyVisit;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use pyo3::PyTraverseError;

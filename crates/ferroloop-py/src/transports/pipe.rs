@@ -21,7 +21,6 @@ use ferroloop_core::net::{self, WriteBuffer};
 use ferroloop_core::Side;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 

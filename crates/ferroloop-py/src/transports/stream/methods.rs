@@ -8,7 +8,6 @@ use ferroloop_core::net::{self, WriteBuffer};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError};
 use pyo3::gc::PyVisit;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
