@@ -2,8 +2,15 @@
 
 The Rust core counts iterations and callbacks and sums the time spent waiting in the
 poller (two clock reads per iteration, around the poll); ``Loop.run_forever`` sums the
-time spent running. Everything else is read from the queues when ``stats()`` is called.
-Safe to call from any thread; the numbers are a snapshot, not a consistent cut.
+time spent running; how late each timer fired is recorded for free (the core reads the
+clock to find due timers anyway). Everything else is read from the queues when
+``stats()`` is called. Safe to call from any thread; the numbers are a snapshot, not a
+consistent cut.
+
+Per-callback timing (the slowest recent callbacks, the busiest tasks) costs two clock
+reads per callback, so it is off unless asked for: ``loop.set_callback_timing(True)``,
+the environment variable ``FERROLOOP_CALLBACK_TIMING=1`` (read when a loop is created),
+or a running monitor (``ferroloop.monitor``).
 
 Keys of the returned dict:
 
@@ -19,13 +26,24 @@ Keys of the returned dict:
   child pidfds, the signal pipe);
 * ``transports`` — live socket transports;
 * ``signal_handlers`` — signals with a handler;
-* ``blocking_threshold`` — the blocking detector's threshold, or ``None``.
+* ``blocking_threshold`` — the blocking detector's threshold, or ``None``;
+* ``timer_lag`` — how late the last 1024 timers fired, in seconds: ``{"timers": n,
+  "p50": s, "p99": s, "max": s}`` (``None`` values before any timer fired);
+* ``callback_timing`` — whether per-callback timing is on; when it is:
+* ``slowest_callbacks`` — the 10 slowest callbacks of the last 60 s, slowest first:
+  ``{"seconds", "ago", "handle", "task"}`` (``handle`` is the handle's repr, ``task``
+  the repr of the task it was a step of, or ``None``), else ``None``;
+* ``busiest_tasks`` — the 10 live tasks that ran longest since timing was turned on:
+  ``{"task" (its name), "seconds", "steps", "done"}``, else ``None``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict
+
+ENV_CALLBACK_TIMING = "FERROLOOP_CALLBACK_TIMING"
 
 
 class StatsMethods:
@@ -37,6 +55,7 @@ class StatsMethods:
     def stats(self) -> Dict[str, Any]:
         """A snapshot of the loop's counters (see the ``ferroloop._stats`` module docs)."""
         iterations, callbacks, polling, ready, timers, cancelled, fds = self._stats_counters()
+        timer_lag, slowest, busiest = self._stats_timing()
         running = self._run_seconds
         started = self._run_started
         if started is not None:
@@ -54,4 +73,18 @@ class StatsMethods:
             "transports": len(self._transports),
             "signal_handlers": len(self._signal_handlers),
             "blocking_threshold": self.get_blocking_threshold(),
+            "timer_lag": timer_lag,
+            "callback_timing": self._callback_timing,
+            "slowest_callbacks": slowest,
+            "busiest_tasks": busiest,
         }
+
+    def set_callback_timing(self, enabled: bool) -> None:
+        """Times every callback for ``stats()``' ``slowest_callbacks`` and
+        ``busiest_tasks`` (two clock reads per callback); ``False`` turns it off and
+        forgets what was measured."""
+        self._set_callback_timing(bool(enabled))
+
+    def _callback_timing_from_environment(self) -> None:
+        if os.environ.get(ENV_CALLBACK_TIMING, "") not in ("", "0"):
+            self._set_callback_timing(True)

@@ -59,8 +59,9 @@ pub trait Dispatch<R, T, H> {
     /// locks held: no callbacks, no drops.
     fn ready_entry(&self, owner: &H, side: Side) -> Option<R>;
 
-    /// Turns a due timer into a ready entry.
-    fn timer_entry(&self, timer: T) -> R;
+    /// Turns a due timer into a ready entry; `lag` is how many seconds after its deadline
+    /// it became ready (0 when early by less than the clock resolution).
+    fn timer_entry(&self, timer: T, lag: f64) -> R;
 
     /// Whether a queued entry was cancelled (it is skipped).
     fn is_cancelled(&self, entry: &R) -> bool;
@@ -268,11 +269,12 @@ impl<R, T: Timer, H> Driver<R, T, H> {
 
         let mut discarded = Vec::new();
         {
-            let end = clock::monotonic() + self.clock_resolution;
+            let now = clock::monotonic();
+            let end = now + self.clock_resolution;
             let mut timers = self.timers.lock();
             let mut ready = self.ready.lock();
-            while let Some(timer) = timers.pop_due(end, &mut discarded) {
-                ready.push(dispatch.timer_entry(timer));
+            while let Some((timer, when)) = timers.pop_due(end, &mut discarded) {
+                ready.push(dispatch.timer_entry(timer, (now - when).max(0.0)));
             }
         }
         drop(discarded);
@@ -445,7 +447,8 @@ mod tests {
         fn ready_entry(&self, owner: &&'static str, _side: Side) -> Option<&'static str> {
             (*owner != "cancelled").then_some(*owner)
         }
-        fn timer_entry(&self, timer: TestTimer) -> &'static str {
+        fn timer_entry(&self, timer: TestTimer, lag: f64) -> &'static str {
+            assert!(lag >= 0.0);
             timer.0
         }
         fn is_cancelled(&self, entry: &&'static str) -> bool {

@@ -159,9 +159,9 @@ impl<T: Timer> TimerQueue<T> {
         self.heap.peek().map(|e| e.when)
     }
 
-    /// Pops the next live timer due before `end`; cancelled ones met on the way are moved
-    /// into `discarded`.
-    pub fn pop_due(&mut self, end: f64, discarded: &mut Vec<T>) -> Option<T> {
+    /// Pops the next live timer due before `end`, with its deadline; cancelled ones met
+    /// on the way are moved into `discarded`.
+    pub fn pop_due(&mut self, end: f64, discarded: &mut Vec<T>) -> Option<(T, f64)> {
         while let Some(top) = self.heap.peek() {
             if top.when >= end {
                 return None;
@@ -173,7 +173,7 @@ impl<T: Timer> TimerQueue<T> {
                 discarded.push(entry.timer);
                 continue;
             }
-            return Some(entry.timer);
+            return Some((entry.timer, entry.when));
         }
         None
     }
@@ -249,7 +249,7 @@ mod tests {
     fn drain_due(q: &mut TimerQueue<TestTimer>, end: f64) -> Vec<u32> {
         let mut discarded = Vec::new();
         std::iter::from_fn(|| q.pop_due(end, &mut discarded))
-            .map(|t| t.id)
+            .map(|(t, _)| t.id)
             .collect()
     }
 

@@ -136,6 +136,11 @@ impl Callback {
         })
     }
 
+    /// The callable, until cancelled.
+    pub(crate) fn callable<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.target(py).map(|(callback, _)| callback)
+    }
+
     /// The callable (`None` once cancelled), as asyncio's `_callback`.
     fn callback_or_none(&self, py: Python<'_>) -> Py<PyAny> {
         self.target(py).map_or_else(|| py.None(), |(callback, _)| callback.unbind())

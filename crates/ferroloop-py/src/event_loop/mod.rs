@@ -23,6 +23,7 @@ mod lifecycle;
 mod run;
 mod schedule;
 mod signals;
+mod timing;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,6 +42,7 @@ use crate::handles::{Handle, QueuedTimer, TimerHandle};
 use crate::process::ChildWatch;
 use crate::ready::{FdOwner, Ready};
 use crate::watchdog::Watchdog;
+use timing::{CallbackTiming, TimerLag};
 use crate::{ffi, py};
 
 /// The driver of a Python loop: ready entries, timers and fd owners are Python handles.
@@ -67,6 +69,10 @@ pub struct LoopCore {
     iterations: AtomicU64,
     /// Seconds spent waiting in the poller, as f64 bits (only the loop thread writes it).
     poll_seconds: AtomicU64,
+    /// How late timers fired (for `stats()`).
+    timer_lag: TimerLag,
+    /// Opt-in per-callback timing (for `stats()`).
+    timing: CallbackTiming,
 }
 
 impl LoopCore {
@@ -128,6 +134,8 @@ impl LoopCore {
             watchdog: parking_lot::Mutex::new(None),
             iterations: AtomicU64::new(0),
             poll_seconds: AtomicU64::new(0f64.to_bits()),
+            timer_lag: TimerLag::new(),
+            timing: CallbackTiming::default(),
         })
     }
 
@@ -411,6 +419,24 @@ impl LoopCore {
             cancelled,
             self.driver.fd_count(),
         )
+    }
+
+    /// `(timer_lag, slowest_callbacks, busiest_tasks)` for `stats()` (the last two `None`
+    /// while callback timing is off).
+    fn _stats_timing<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let lag = self.timer_lag.snapshot(py)?;
+        let (slowest, busiest) = self.timing.snapshot(py, clock::monotonic())?;
+        PyTuple::new(py, [lag.into_any(), slowest.into_pyobject(py)?, busiest.into_pyobject(py)?])
+    }
+
+    /// Turns per-callback timing on or off (see `timing.rs`).
+    fn _set_callback_timing(&self, enabled: bool) {
+        self.timing.set_enabled(enabled);
+    }
+
+    #[getter]
+    fn _callback_timing(&self) -> bool {
+        self.timing.enabled()
     }
 
     /// Stops the blocking detector (no-op if it is off).

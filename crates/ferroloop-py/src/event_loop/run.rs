@@ -33,7 +33,8 @@ impl Dispatch<Ready, QueuedTimer, FdOwner> for Iteration<'_, '_> {
         owner.ready_entry(self.slf.py(), side)
     }
 
-    fn timer_entry(&self, timer: QueuedTimer) -> Ready {
+    fn timer_entry(&self, timer: QueuedTimer, lag: f64) -> Ready {
+        self.slf.get().timer_lag.record(lag);
         Ready::Timer(timer.0)
     }
 
@@ -92,9 +93,12 @@ fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     let started_count = core.callbacks_run.load(Ordering::Relaxed) + 1;
     core.callbacks_run.store(started_count, Ordering::Relaxed);
     let debug = core.is_debug();
-    let started = if debug {
-        // asyncio's default exception handler reads the running handle from here.
-        slf.setattr(intern!(py, "_current_handle"), entry.object(py))?;
+    let timed = core.timing.enabled();
+    let started = if debug || timed {
+        if debug {
+            // asyncio's default exception handler reads the running handle from here.
+            slf.setattr(intern!(py, "_current_handle"), entry.object(py))?;
+        }
         Some(clock::monotonic())
     } else {
         None
@@ -109,8 +113,15 @@ fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
         slf.setattr(intern!(py, "_current_handle"), py.None())?;
     }
     result?;
-    if let Some(started) = started {
-        let elapsed = clock::monotonic() - started;
+    let Some(started) = started else {
+        return Ok(());
+    };
+    let now = clock::monotonic();
+    let elapsed = now - started;
+    if timed {
+        core.timing.record(py, entry, elapsed, now)?;
+    }
+    if debug {
         let threshold: f64 = slf
             .getattr(intern!(py, "slow_callback_duration"))?
             .extract()?;
