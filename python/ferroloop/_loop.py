@@ -160,6 +160,7 @@ class Loop(
             self.__dict__[name] = getattr(self, name)
         _live_loops.add(self)
         self._blocking_from_environment()
+        self._callback_timing_from_environment()
 
     # -- running and stopping ---------------------------------------------------------
 
