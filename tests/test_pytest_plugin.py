@@ -31,7 +31,8 @@ FIRST_MODULE_LOOP = []
 
 
 def describe(loop):
-    return f"{type(loop).__module__}.{type(loop).__qualname__}"
+    origins = " task-origins" if getattr(loop, "get_task_origins", bool)() else ""
+    return f"{type(loop).__module__}.{type(loop).__qualname__}{origins}"
 
 
 @pytest_asyncio.fixture
@@ -86,8 +87,8 @@ def test_ferroloop_flag_runs_tests_and_fixtures_on_ferroloop(inner):
     result.assert_outcomes(passed=4)
     lines = loop_lines(result)
     assert lines[:3] == [
-        "LOOP function ferroloop._loop.Loop fixture-same-loop=True",
-        "LOOP module ferroloop._loop.Loop",
+        "LOOP function ferroloop._loop.Loop task-origins fixture-same-loop=True",
+        "LOOP module ferroloop._loop.Loop task-origins",
         "LOOP module-shared True",
     ]
     assert re.fullmatch(r"LOOP sync asyncio\.\S+", lines[3]), "only pytest-asyncio's loops change"

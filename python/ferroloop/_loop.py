@@ -40,6 +40,7 @@ from ._ferroloop import LoopCore
 from ._net import NetworkMethods
 from ._pipes import PipeMethods
 from ._signals import SignalMethods
+from ._origins import TaskOriginMethods
 from ._stats import StatsMethods
 from ._subprocess import SubprocessMethods
 from ._tls import TLSMethods
@@ -61,7 +62,6 @@ _FROM_ASYNCIO = (
     "_do_shutdown",
     "_getaddrinfo_debug",
     "_set_coroutine_origin_tracking",
-    "call_exception_handler",
     "default_exception_handler",
     "get_exception_handler",
     "get_task_factory",
@@ -130,6 +130,7 @@ class Loop(
     TLSMethods,
     BlockingMethods,
     StatsMethods,
+    TaskOriginMethods,
     asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
@@ -161,6 +162,7 @@ class Loop(
         _live_loops.add(self)
         self._blocking_from_environment()
         self._callback_timing_from_environment()
+        self._task_origins_from_environment()
 
     # -- running and stopping ---------------------------------------------------------
 
@@ -169,6 +171,7 @@ class Loop(
         self._check_closed()
         self._check_running()
         self._set_coroutine_origin_tracking(self.get_debug())
+        self._apply_task_origins()
         saved_hooks = sys.get_asyncgen_hooks()
         try:
             self._run_started = time.monotonic()
@@ -184,6 +187,7 @@ class Loop(
             self._run_started = None
             self._thread_id = None
             events._set_running_loop(None)
+            self._restore_origin_depth()
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*saved_hooks)
 

@@ -27,6 +27,9 @@ point once it is registered). It adds two options, ``--ferroloop`` and
   Tests that make their own loops (``asyncio.run``, ``asyncio.new_event_loop``) are
   left alone.
 * The report header says that the tests run on ferroloop.
+* Those loops record where tasks are created (``loop.set_task_origins(True)``, see
+  ``ferroloop._origins``): a test that leaves a task pending or an exception unread
+  gets the creation site in asyncio's report.
 
 ``--ferroloop-fail-on-blocking=DURATION`` (``50ms``, ``0.05``; only with ``--ferroloop``,
 else a usage error, as is a value that is not a positive duration) turns the blocking
@@ -95,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(_NEEDS_PYTEST_ASYNCIO)
     import ferroloop  # imported only when asked for: a broken build fails only --ferroloop
 
-    new_loop: Callable[[], Any] = ferroloop.new_event_loop
+    new_loop: Callable[[], Any] = _with_task_origins(ferroloop.new_event_loop)
     if fail_on_blocking is not None:
         from ferroloop._blocking import parse_threshold
 
@@ -114,6 +117,17 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(
             _PolicyFixture(ferroloop, new_loop), "ferroloop-event-loop-policy"
         )
+
+
+def _with_task_origins(new_loop: Callable[[], Any]) -> Callable[[], Any]:
+    """A factory of ``new_loop()`` loops that record where tasks are created."""
+
+    def new_loop_with_task_origins() -> Any:
+        loop = new_loop()
+        loop.set_task_origins(True)
+        return loop
+
+    return new_loop_with_task_origins
 
 
 def _pytest_asyncio_version(config: pytest.Config) -> Optional[tuple]:
