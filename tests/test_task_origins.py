@@ -132,3 +132,24 @@ def test_the_default_handler_prints_the_site():
     )
     assert "Task was destroyed but it is pending!" in out.stderr
     assert "task_created_at: '<string>:5 in main'" in out.stderr, out.stderr
+
+
+def test_cli_task_origins_flag(tmp_path):
+    program = tmp_path / "forgets.py"
+    program.write_text(
+        "import asyncio, gc\n"
+        "async def forever():\n"
+        "    await asyncio.Event().wait()\n"
+        "async def main():\n"
+        "    asyncio.ensure_future(forever())\n"
+        "    await asyncio.sleep(0)\n"
+        "loop = asyncio.new_event_loop()\n"
+        "loop.run_until_complete(main())\n"
+        "gc.collect()\n"
+        "loop.close()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FERROLOOP_TASK_ORIGINS"}
+    command = [sys.executable, "-m", "ferroloop", "run", "--task-origins", str(program)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"task_created_at: '{program}:5 in main'" in out.stderr, out.stderr

@@ -11,6 +11,8 @@ Use it like uvloop::
     ferroloop.install()                        # every new loop is a ferroloop.Loop
 
     ferroloop.dump_tasks()                     # print the pending tasks as a tree
+
+    loop.start_monitor("/run/app/loop.sock")   # then: python -m ferroloop ps/top PATH
 """
 
 from __future__ import annotations

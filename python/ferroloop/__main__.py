@@ -1,5 +1,8 @@
 """``python -m ferroloop``: command-line tools.
 
+``run`` runs a program on ferroloop; ``ps`` and ``top`` read the monitor socket of a
+running program (``ferroloop.monitor``).
+
 ``python -m ferroloop run script.py [args...]`` and ``python -m ferroloop run -m module
 [args...]`` run a program the way ``python script.py`` / ``python -m module`` would, with
 ferroloop installed as the event loop first (``ferroloop.install()``: ``asyncio.run()`` and
@@ -40,8 +43,30 @@ The options of ``run`` come before the program (everything from the script path 
   inherit like any environment variable; it wins over a value already set there. A
   value that is not a positive duration is a usage error (status 2).
 
-Planned, not here yet: ``run --monitor PATH`` (added with the monitor, in
-``_RUN_OPTIONS``), and the ``ps``/``top`` commands, which read a monitor socket.
+* ``--monitor PATH`` serves the program's event loop on the Unix socket ``PATH`` (mode
+  0600, the owner's uid only) for ``ps`` and ``top``: it sets ``FERROLOOP_MONITOR`` to
+  the absolute path for the program, so the first ferroloop loop it creates starts a
+  monitor there (a loop created while that one still serves gets none: the path is in
+  use; that is logged as a warning), and ``close()`` removes the socket.
+
+* ``--task-origins`` makes "Task was destroyed but it is pending!" and "Task exception
+  was never retrieved" say where the task was created (``task_created_at``; costs every
+  coroutine creation a frame lookup, see ``ferroloop._origins``): it sets
+  ``FERROLOOP_TASK_ORIGINS=1`` for the program.
+
+``python -m ferroloop ps PATH`` prints the task tree of the loop serving the monitor at
+``PATH``, as ``ferroloop.dump_tasks()`` would print it inside the program; status 1 with
+the reason on stderr when the loop does not answer (blocked, not running: the loop's
+counters follow) or the socket cannot be reached.
+
+``python -m ferroloop top PATH [--interval SECONDS] [--iterations N]`` redraws every
+``SECONDS`` (default 1) the loop's counters (iterations and callbacks with their rates,
+busy and polling time, ready callbacks, timers, transports, watched fds) and its busiest
+tasks (``loop.stats()["busiest_tasks"]``: the monitor turns callback timing on; the
+names of the pending tasks if it was turned off), until Ctrl-C or ``N`` screens. The
+screen is cleared between redraws only when stdout is a terminal; otherwise screens
+follow each other, a blank line apart. Status 1 when the socket cannot be reached or the
+monitor goes away.
 """
 
 from __future__ import annotations
@@ -54,6 +79,7 @@ import io
 import os
 import runpy
 import sys
+import time
 import types
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -73,21 +99,43 @@ def _threshold_argument(text: str) -> float:
 # Options of ``run`` that precede the program, as (flags, argparse keyword arguments).
 # ``_split_run_arguments`` needs to know which take a value (any whose action stores
 # one), so every ``run`` option is declared here and nowhere else.
-# --monitor PATH goes here once it works.
 _RUN_OPTIONS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
     (
         ("--blocking-threshold",),
-        dict(
-            metavar="SECONDS",
-            type=_threshold_argument,
-            default=None,
-            help="report every callback or task step that blocks a ferroloop event loop "
-                 "for this long (e.g. 0.05 or 50ms), while it blocks, with the loop "
-                 "thread's stack, as a warning on the 'ferroloop' logger (sets "
-                 "FERROLOOP_BLOCKING_THRESHOLD for the program)",
-        ),
+        {
+            "metavar": "SECONDS",
+            "type": _threshold_argument,
+            "default": None,
+            "help": "report every callback or task step that blocks a ferroloop event "
+                    "loop for this long (e.g. 0.05 or 50ms), while it blocks, with the "
+                    "loop thread's stack, as a warning on the 'ferroloop' logger (sets "
+                    "FERROLOOP_BLOCKING_THRESHOLD for the program)",
+        },
+    ),
+    (
+        ("--monitor",),
+        {
+            "metavar": "PATH",
+            "default": None,
+            "help": "serve the program's event loop (task tree, stats) on the Unix socket "
+                    "PATH, mode 0600, for `ps PATH` and `top PATH` (sets "
+                    "FERROLOOP_MONITOR for the program)",
+        },
+    ),
+    (
+        ("--task-origins",),
+        {
+            "action": "store_true",
+            "help": "name where each forgotten task was created in asyncio's 'Task was "
+                    "destroyed but it is pending' and 'exception was never retrieved' "
+                    "reports (sets FERROLOOP_TASK_ORIGINS=1 for the program)",
+        },
     ),
 ]
+
+# Tasks listed by ``top`` at most.
+_TOP_TASKS = 20
+_CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 _VALUELESS_ACTIONS = {"store_true", "store_false", "store_const", "count", "help", "version"}
 
@@ -101,8 +149,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser, run_parser = _build_parser()
     if not args or args[0] != "run":
-        parser.parse_args(args)  # prints the help, or an error about the command, and exits
-        parser.error("the command must be the first argument")  # e.g. `-- run`
+        # ps or top; else prints the help, or an error about the command, and exits.
+        parsed = parser.parse_args(args)
+        if parsed.command == "run":
+            parser.error("the command must be the first argument")  # e.g. `-- run`
+        return parsed.handler(parsed)
     try:
         options, module, program_args = _split_run_arguments(args[1:])
     except _UsageError as exc:
@@ -116,11 +167,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _build_parser() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="ferroloop command-line tools: run a program on ferroloop.",
+        description="ferroloop command-line tools: run a program on ferroloop, look "
+                    "inside a running one through its monitor socket.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    # Planned: "ps" and "top" (task tree and loop stats read from a monitor socket).
     run = commands.add_parser(
         "run",
         usage=f"{PROG} run [options] (SCRIPT | -m MODULE) [ARGS ...]",
@@ -151,7 +202,45 @@ def _build_parser() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                               "holding __main__.py)")
     program.add_argument("args", nargs="*", metavar="ARGS",
                          help="arguments for the program, in its sys.argv[1:]")
+    socket_help = ("the monitor's Unix socket (run --monitor PATH, FERROLOOP_MONITOR=PATH "
+                   "or loop.start_monitor(PATH) in the program)")
+    ps = commands.add_parser(
+        "ps",
+        help="print the task tree of a program that serves a monitor socket",
+        description="Print the pending tasks of the event loop serving the monitor at "
+                    "PATH as a tree, as ferroloop.dump_tasks() would print it.",
+    )
+    ps.add_argument("path", metavar="PATH", help=socket_help)
+    ps.set_defaults(handler=_ps)
+    top = commands.add_parser(
+        "top",
+        help="redraw the stats and busiest tasks of a program that serves a monitor socket",
+        description="Redraw the counters and the busiest tasks of the event loop serving "
+                    "the monitor at PATH every SECONDS, until Ctrl-C.",
+    )
+    top.add_argument("path", metavar="PATH", help=socket_help)
+    top.add_argument("--interval", metavar="SECONDS", type=_positive_float, default=1.0,
+                     help="time between screens (default: 1)")
+    top.add_argument("--iterations", metavar="N", type=_positive_int, default=None,
+                     help="stop after N screens (default: run until Ctrl-C)")
+    top.set_defaults(handler=_top)
     return parser, run
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
 
 
 def _split_run_arguments(args: List[str]) -> Tuple[List[str], Optional[str], List[str]]:
@@ -192,8 +281,8 @@ def _split_run_arguments(args: List[str]) -> Tuple[List[str], Optional[str], Lis
 def _run_program(options: argparse.Namespace, module: Optional[str], argv: List[str]) -> int:
     """Install ferroloop and run the program; return its exit status.
 
-    ``options`` holds the options of ``run``: the blocking threshold is applied here,
-    before the program runs (the monitor path will be too).
+    ``options`` holds the options of ``run``: the blocking threshold and the monitor
+    path are applied here, before the program runs.
     """
     if module is not None:
         problem = _module_problem(module)
@@ -209,10 +298,16 @@ def _run_program(options: argparse.Namespace, module: Optional[str], argv: List[
 
     import ferroloop
     from ferroloop._blocking import ENV_THRESHOLD
+    from ferroloop._origins import ENV_TASK_ORIGINS
+    from ferroloop.monitor import ENV_MONITOR
 
+    # Read by every ferroloop.Loop when it is created, whoever creates it.
     if options.blocking_threshold is not None:
-        # Read by every ferroloop.Loop when it is created, whoever creates it.
         os.environ[ENV_THRESHOLD] = repr(options.blocking_threshold)
+    if options.monitor is not None:
+        os.environ[ENV_MONITOR] = os.path.abspath(options.monitor)
+    if options.task_origins:
+        os.environ[ENV_TASK_ORIGINS] = "1"
     ferroloop.install()
     try:
         if module is not None:
@@ -312,6 +407,126 @@ def _program_frames(tb: Any) -> Any:
     ):
         tb = tb.tb_next
     return tb
+
+
+# -- ps and top ----------------------------------------------------------------------
+
+
+def _ps(options: argparse.Namespace) -> int:
+    from ferroloop.monitor import MonitorClient
+
+    try:
+        client = MonitorClient(options.path)
+        try:
+            answer = client.request("ps")
+        finally:
+            client.close()
+    except OSError as exc:
+        print(f"{PROG} ps: cannot reach the monitor at {options.path}: {exc}",
+              file=sys.stderr)
+        return 1
+    if "error" in answer:
+        print(f"{PROG} ps: {answer['error']}", file=sys.stderr)
+        if answer.get("stats"):
+            print("\n".join(_stats_lines(answer["stats"], None, None)), file=sys.stderr)
+        return 1
+    print(answer["text"])
+    return 0
+
+
+def _top(options: argparse.Namespace) -> int:
+    """One connection per screen: a screen interval may exceed the monitor's idle timeout."""
+    from ferroloop.monitor import MonitorClient
+
+    on_terminal = sys.stdout.isatty()
+    previous: tuple[float, dict[str, Any]] | None = None
+    screens = 0
+    try:
+        while True:
+            try:
+                client = MonitorClient(options.path)
+                try:
+                    answer = client.request("top")
+                finally:
+                    client.close()
+            except OSError as exc:
+                print(f"{PROG} top: cannot reach the monitor at {options.path}: {exc}",
+                      file=sys.stderr)
+                return 1
+            now = time.monotonic()
+            lines = _top_screen(options.path, answer, previous, now)
+            if answer.get("stats"):
+                previous = (now, answer["stats"])
+            if on_terminal:
+                sys.stdout.write(_CLEAR_SCREEN)
+            elif screens:
+                sys.stdout.write("\n")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            screens += 1
+            if options.iterations is not None and screens >= options.iterations:
+                return 0
+            time.sleep(options.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _top_screen(path: str, answer: dict[str, Any],
+                previous: tuple[float, dict[str, Any]] | None, now: float) -> list[str]:
+    header = f"ferroloop top: {path}"
+    if "pid" in answer:
+        header += f"  pid {answer['pid']}"
+    lines = [header + "  " + time.strftime("%H:%M:%S")]
+    if answer.get("stats"):
+        lines.extend(_stats_lines(answer["stats"], previous, now))
+    if "error" in answer:
+        lines.append(f"monitor: {answer['error']}")
+        return lines
+    tasks = answer["tasks"]
+    if answer.get("timed"):
+        lines.append("busiest tasks (time spent running since callback timing began):")
+        lines.append(f"{'seconds':>10}  {'steps':>8}  task")
+        lines.extend(_busiest_line(task) for task in tasks[:_TOP_TASKS])
+        if not tasks:
+            lines.append("  (no task has run yet)")
+    elif tasks:
+        lines.append(f"pending tasks ({len(tasks)}; the loop times no callbacks):")
+        lines.extend(f"  {task['task']}" for task in tasks[:_TOP_TASKS])
+    else:
+        lines.append("no pending tasks")
+    if len(tasks) > _TOP_TASKS:
+        lines.append(f"  ... and {len(tasks) - _TOP_TASKS} more")
+    return lines
+
+
+def _busiest_line(task: dict[str, Any]) -> str:
+    steps = task.get("steps")
+    line = f"{task['seconds']:10.3f}  {'' if steps is None else steps:>8}  {task['task']}"
+    return line + ("  (done)" if task.get("done") else "")
+
+
+def _stats_lines(stats: dict[str, Any], previous: tuple[float, dict[str, Any]] | None,
+                 now: float | None) -> list[str]:
+    """``loop.stats()`` in three lines; rates since ``previous`` (time, stats) if given."""
+    def count(key: str) -> str:
+        text = f"{key} {stats[key]:,}"
+        if previous is not None and now is not None and now > previous[0]:
+            rate = (stats[key] - previous[1][key]) / (now - previous[0])
+            text += f" ({rate:+,.0f}/s)"
+        return text
+
+    times = f"busy {stats['busy_seconds']:.3f} s   polling {stats['polling_seconds']:.3f} s"
+    if previous is not None:
+        ran = stats["running_seconds"] - previous[1]["running_seconds"]
+        if ran > 0:
+            busy = (stats["busy_seconds"] - previous[1]["busy_seconds"]) / ran
+            times += f"   busy {busy:.0%} since the last screen"
+    queues = (
+        f"ready {stats['ready']}   timers {stats['timers']} "
+        f"({stats['cancelled_timers']} cancelled)   transports {stats['transports']}   "
+        f"watched fds {stats['watched_fds']}"
+    )
+    return [f"{count('iterations')}   {count('callbacks')}", times, queues]
 
 
 if __name__ == "__main__":

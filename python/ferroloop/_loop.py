@@ -16,6 +16,8 @@ ready queue, the timer heap, the poller and the run loop, and implements the hot
   handlers (``_signals``) are mixins over the Rust transports, child watching and
   signal wake-up pipe; TLS (``_tls``) is asyncio's ``SSLProtocol`` over the Rust
   stream transport.
+* The pitfall tools are mixins too: the blocking detector (``_blocking``), ``stats()``
+  (``_stats``) and the monitor socket (``monitor``), which ``close()`` stops.
 
 Invariants: ``_thread_id`` is the id of the thread inside ``run_forever`` and ``None``
 otherwise (``is_running`` reads it); ``_default_executor`` is ``None`` or the executor
@@ -44,6 +46,7 @@ from ._origins import TaskOriginMethods
 from ._stats import StatsMethods
 from ._subprocess import SubprocessMethods
 from ._tls import TLSMethods
+from .monitor import MonitorMethods
 
 __all__ = ("Loop",)
 
@@ -131,6 +134,7 @@ class Loop(
     BlockingMethods,
     StatsMethods,
     TaskOriginMethods,
+    MonitorMethods,
     asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop whose run loop, queues, timers and poller are Rust."""
@@ -163,6 +167,7 @@ class Loop(
         self._blocking_from_environment()
         self._callback_timing_from_environment()
         self._task_origins_from_environment()
+        self._monitor_from_environment()
 
     # -- running and stopping ---------------------------------------------------------
 
@@ -202,6 +207,7 @@ class Loop(
             return
         if self.get_debug():
             base_events.logger.debug("Close %r", self)
+        self.stop_monitor()
         self._remove_all_signal_handlers()
         self._close_core()  # stops the blocking detector too
         self._blocking_threshold = None

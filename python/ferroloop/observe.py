@@ -198,12 +198,8 @@ def dump_tasks(loop: Optional[asyncio.AbstractEventLoop] = None,
     """
     infos = _snapshot(_resolve_loop(loop), sys._getframe(1))
     out = sys.stdout if file is None else file
-    if not infos:
-        print("no pending tasks", file=out)
-        return
-    names = {info.id: info.name for info in infos}
-    for info in infos:
-        print(_format_line(info, names), file=out)
+    for line in _tree_lines(infos):
+        print(line, file=out)
 
 
 # -- snapshot ----------------------------------------------------------------------------
@@ -512,6 +508,14 @@ def _innermost_user_frame(frames: Any) -> Any:
         if not frame.filename.startswith(_LIBRARY_DIRS):
             return frame
     return frames[-1] if frames else None
+
+
+def _tree_lines(infos: list[TaskInfo]) -> list[str]:
+    """The lines ``dump_tasks`` prints for a snapshot (also the monitor's ``ps`` text)."""
+    if not infos:
+        return ["no pending tasks"]
+    names = {info.id: info.name for info in infos}
+    return [_format_line(info, names) for info in infos]
 
 
 def _format_line(info: TaskInfo, names: Dict[int, str]) -> str:
