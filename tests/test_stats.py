@@ -103,6 +103,33 @@ def test_transports_and_threshold_are_reported(loop):
     assert loop.run_until_complete(main()) == (1, 0.5)
 
 
+def test_servers_and_their_listening_sockets(loop):
+    def counts():
+        stats = loop.stats()
+        return stats["servers"], stats["listening_sockets"]
+
+    async def main():
+        seen = [counts()]
+        # One server on two addresses: two listening sockets.
+        one = await loop.create_server(asyncio.Protocol, ["127.0.0.1", "127.0.0.2"], 0)
+        two_socks = [socket.socket(), socket.socket()]
+        for sock in two_socks:
+            sock.bind(("127.0.0.1", 0))
+        two = await loop.create_server(asyncio.Protocol, sock=two_socks[0])
+        three = await loop.create_server(asyncio.Protocol, sock=two_socks[1])
+        seen.append(counts())
+        one.close()
+        await one.wait_closed()
+        seen.append(counts())
+        for server in (two, three):
+            server.close()
+            await server.wait_closed()
+        seen.append(counts())
+        return seen
+
+    assert loop.run_until_complete(main()) == [(0, 0), (3, 4), (2, 2), (0, 0)]
+
+
 def test_stats_from_another_thread_while_running(loop):
     import threading
 

@@ -158,6 +158,7 @@ class Loop(
         self.slow_callback_duration = 0.1
         # fd -> the live transport owning it (asyncio's bookkeeping, read by add_reader).
         self._transports = weakref.WeakValueDictionary()
+        self._serving = {}  # listening socket's fd -> its asyncio.Server (see _net)
         # Unix server socket -> inode of its path, so closing it removes only our file.
         self._unix_server_sockets = {}
         self.set_debug(coroutines._is_debug_mode())

@@ -213,6 +213,7 @@ class NetworkMethods:
         tls = None
         if sslcontext is not None:
             tls = (sslcontext, ssl_handshake_timeout, ssl_shutdown_timeout)
+        self._serving[sock.fileno()] = server
         self._add_fd_callback(
             selectors._fileobj_to_fd(sock),
             False,
@@ -283,6 +284,7 @@ class NetworkMethods:
                     )
 
     def _stop_serving(self, sock):
+        self._serving.pop(sock.fileno(), None)
         self._remove_fd_callback(selectors._fileobj_to_fd(sock), False)
         # Python 3.13's create_unix_server(cleanup_socket=True) records the path's inode:
         # remove the file only if it is still the one this server bound.

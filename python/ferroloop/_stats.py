@@ -25,6 +25,8 @@ Keys of the returned dict:
 * ``watched_fds`` — fds registered with the poller (readers, writers, transports,
   child pidfds, the signal pipe);
 * ``transports`` — live socket transports;
+* ``servers``, ``listening_sockets`` — servers serving (``create_server`` and the
+  like), and their listening sockets;
 * ``signal_handlers`` — signals with a handler;
 * ``blocking_threshold`` — the blocking detector's threshold, or ``None``;
 * ``timer_lag`` — how late the last 1024 timers fired, in seconds: ``{"timers": n,
@@ -71,6 +73,8 @@ class StatsMethods:
             "cancelled_timers": cancelled,
             "watched_fds": fds,
             "transports": len(self._transports),
+            "servers": len({id(server) for server in list(self._serving.values())}),
+            "listening_sockets": len(self._serving),
             "signal_handlers": len(self._signal_handlers),
             "blocking_threshold": self.get_blocking_threshold(),
             "timer_lag": timer_lag,
