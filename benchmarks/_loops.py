@@ -1,4 +1,5 @@
-"""What the benchmark scripts need to know about the loops they compare.
+"""What the benchmark scripts need to know about the loops they compare, and the table
+helpers their reports share.
 
 Shared by ``micro.py``, ``seed_demo.py``, ``net.py`` and ``procs.py`` (all run as scripts
 from this directory).
@@ -12,6 +13,10 @@ import os
 import platform
 import signal
 import subprocess
+
+# The loops the benchmarks compare, in table order, and the one ratios are taken against.
+LOOPS = ("asyncio", "uvloop", "rloop", "ferroloop")
+BASE = "uvloop"
 
 
 def loop_version(name: str) -> str:
@@ -102,3 +107,70 @@ def loadavg() -> str:
             return " ".join(f.read().split()[:3])
     except OSError:
         return "?"
+
+
+def machine_info() -> dict:
+    """CPU, cores, Python and date, for the header of a results table."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(terse=True),
+        "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def machine_line(meta: dict, versions: str) -> str:
+    """'Machine: <cpu>, N cores (M usable) | Python X (CPython) | <versions> | <date>'."""
+    return (f"Machine: {meta['cpu']}, {meta['cores']} cores ({meta['usable_cores']} usable) | "
+            f"Python {meta['python']} ({meta['implementation']}) | {versions} | {meta['date']}")
+
+
+def fmt_rate(x) -> str:
+    """A rate with 3 significant digits and a k/M/G suffix: '1.42M' ("-" for None)."""
+    if x is None:
+        return "-"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.3g}{suf}"
+    return f"{x:.3g}"
+
+
+def render_table(headers, rows, markdown) -> list:
+    """The lines of a table: Markdown, or plain text in aligned columns (a "geomean" row
+    gets a rule above it)."""
+    out = []
+    if markdown:
+        out.append("| " + " | ".join(headers) + " |")
+        out.append("|" + "|".join(["---"] + ["--:"] * (len(headers) - 1)) + "|")
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return out
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out.append(line(headers))
+    out.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        if r[0] == "geomean":
+            out.append("  ".join("-" * w for w in widths))
+        out.append(line(r))
+    return out

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from micro import fmt_rate
-
-LOOPS = ("asyncio", "uvloop", "rloop", "ferroloop")
-BASE = "uvloop"  # efficiency and speed are given relative to this loop
+from _loops import BASE, LOOPS, fmt_rate, machine_line, render_table
 
 
 def summarize(rounds):
@@ -40,29 +37,6 @@ def _status(cell, loop, loops, loop_status):
     if not cell.get("summary"):
         return "-"
     return None
-
-
-def _table(headers, rows, markdown):
-    out = []
-    if markdown:
-        out.append("| " + " | ".join(headers) + " |")
-        out.append("|" + "|".join(["---"] + ["--:"] * (len(headers) - 1)) + "|")
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-        return out
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-
-    out.append(line(headers))
-    out.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        if r[0] == "geomean":
-            out.append("  ".join("-" * w for w in widths))
-        out.append(line(r))
-    return out
 
 
 def render(meta, results, loops, markdown=False):
@@ -147,8 +121,7 @@ def render(meta, results, loops, markdown=False):
 
     vers = ", ".join(f"{ln} {loop_status[ln].get('version')}" if loop_status[ln].get("ok")
                      else f"{ln} unavailable" for ln in shown)
-    header = (f"Machine: {meta['cpu']}, {meta['cores']} cores ({meta['usable_cores']} usable) | "
-              f"Python {meta['python']} ({meta['implementation']}) | {vers} | {meta['date']}")
+    header = machine_line(meta, vers)
     pin = (f"server pinned to CPU {meta['server_cpus']}, load generator to CPU "
            f"{meta['load_cpus']}" if meta.get("server_cpus") else "not pinned")
     mode = (f"Mode: {'QUICK SMOKE RUN' if meta['quick'] else 'full'}; {meta['rounds']} round(s), "
@@ -163,20 +136,20 @@ def render(meta, results, loops, markdown=False):
     out.append(("**Throughput**" if markdown else "Throughput")
                + " (messages/s for echo, requests/s for http; median (min-max) of the rounds)")
     out.append("")
-    out += _table(speed_headers, speed_rows, markdown)
+    out += render_table(speed_headers, speed_rows, markdown)
     out.append("")
     out.append(("**Server CPU time per message/request, µs**" if markdown
                 else "Server CPU time per message/request, us")
                + f" (median; in brackets the efficiency vs {BASE} = {BASE}'s CPU/op divided "
                "by this loop's, >1 is better; each geomean is over the cases that loop ran)")
     out.append("")
-    out += _table(["case"] + shown, cpu_rows, markdown)
+    out += render_table(["case"] + shown, cpu_rows, markdown)
     out.append("")
     out.append(("**Server CPU load and latency**" if markdown else "Server CPU load and latency")
                + " (server CPU time / wall time as % of one core; client-side round-trip "
                "latency p50/p99 in µs; medians)")
     out.append("")
-    out += _table(["case"] + shown, load_rows, markdown)
+    out += render_table(["case"] + shown, load_rows, markdown)
     out.append("")
     out.append("Cases: <kind>-<transport>-<message size>-c<connections>; kinds: proto = "
                "asyncio.Protocol echo, buffered = asyncio.BufferedProtocol echo, streams = "

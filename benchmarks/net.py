@@ -43,11 +43,10 @@ import subprocess
 import sys
 import time
 
-from _loops import how_it_died, loadavg, worker_result
+from _loops import how_it_died, loadavg, machine_info, worker_result
 from _net_load import (LoadError, ServerProc, ensure_echo_client, proc_cpu,
                        run_echo_client, run_wrk, wrk_path)
 from _net_report import LOOPS, render, render_failures, summarize
-from micro import machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ("proto", "buffered", "streams")

@@ -42,9 +42,8 @@ import sys
 import time
 import traceback
 
-from _loops import loadavg, loop_version, make_loop, result_line, run_worker
-from _net_report import BASE, LOOPS, _table
-from micro import fmt_rate, machine_info
+from _loops import (BASE, LOOPS, fmt_rate, loadavg, loop_version, machine_info, machine_line,
+                    make_loop, render_table, result_line, run_worker)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = ("spawn", "pipe")
@@ -249,8 +248,7 @@ def render(meta, results):
 
     vers = ", ".join(f"{ln} {status[ln]['version']}" if status.get(ln, {}).get("ok")
                      else f"{ln} unavailable" for ln in shown)
-    header = (f"Machine: {meta['cpu']}, {meta['cores']} cores ({meta['usable_cores']} usable) | "
-              f"Python {meta['python']} ({meta['implementation']}) | {vers} | {meta['date']}")
+    header = machine_line(meta, vers)
     mode = (f"Mode: {'QUICK SMOKE RUN' if meta['quick'] else 'full'}; {meta['rounds']} round(s), "
             "loops interleaved per round, a fresh worker process per measurement (after a "
             f"warm-up on the same loop); load average at start {meta['loadavg_start']}, at end "
@@ -259,12 +257,12 @@ def render(meta, results):
     out += [(f"**Work per CPU-second of the loop's own process** (user+sys of the worker, "
              f"children excluded; median of the rounds; in brackets relative to {BASE}, >1 "
              "is less CPU than it; pipe: SHA-256 check subtracted)"), ""]
-    out += _table(["case"] + shown, per_cpu, True)
+    out += render_table(["case"] + shown, per_cpu, True)
     out += ["", "**Wall-clock rate** (median (min-max) of the rounds)", ""]
-    out += _table(["case"] + shown, wall, True)
+    out += render_table(["case"] + shown, wall, True)
     out += ["", ("**CPU seconds of the loop's process per run** (medians: CPU counted above "
                  "[pipe: + the SHA-256 check left out of it] (user / sys of it all))"), ""]
-    out += _table(["case"] + shown, cpu, True)
+    out += render_table(["case"] + shown, cpu, True)
     notes = [f"- {ln} on {case}: " + (f"n/a: {c['na']}" if c.get("na")
                                         else f"FAILED: {c['errors'][0]['error']}")
              for case, r in results.items() for ln, c in r["loops"].items()
