@@ -319,7 +319,12 @@ def test_close_stops_the_monitor_and_removes_the_socket(sock_dir):
         started = time.monotonic()
         loop.close()
         assert time.monotonic() - started < 2
-        assert idle.recv(100) == b""  # its connection was closed
+        # Its connection was closed: an EOF once accepted, a reset when the listening
+        # socket closed with it still in the backlog (a race with the accept).
+        try:
+            assert idle.recv(100) == b""
+        except ConnectionResetError:
+            pass
     assert not os.path.exists(path)
     assert monitor_threads() == []
     with pytest.raises(FileNotFoundError):

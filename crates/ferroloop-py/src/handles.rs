@@ -192,9 +192,12 @@ impl Callback {
     /// asyncio's description of the callable and its arguments (`None()` once
     /// cancelled, as asyncio's).
     pub fn source(&self, py: Python<'_>) -> PyResult<String> {
-        py::format_callback_source(py)?
-            .call1((self.callback_or_none(py), self.args_or_none(py)))?
-            .extract()
+        py::format_callback_source(
+            py,
+            self.callback_or_none(py),
+            self.args_or_none(py),
+            self.source_traceback.is_some(),
+        )
     }
 
     /// asyncio's handle repr: `<Class [cancelled] [when=T] [source]>`, or the one kept
@@ -218,7 +221,8 @@ impl Callback {
         }
         // asyncio forgets the callable at cancel() (debug mode kept the repr, above).
         if let Some((callback, args)) = self.target(py) {
-            parts.push(py::format_callback_source(py)?.call1((callback, args))?.extract()?);
+            let debug = self.source_traceback.is_some();
+            parts.push(py::format_callback_source(py, callback, args, debug)?);
         }
         if let Some(tb) = &self.source_traceback {
             let tb = tb.bind(py);

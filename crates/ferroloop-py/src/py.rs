@@ -82,15 +82,29 @@ fn cached_attr<'py>(
     .map(|f| f.bind(py))
 }
 
-/// `asyncio.format_helpers._format_callback_source`, the text asyncio puts in handle reprs
-/// and in "Exception in callback ..." messages.
-pub fn format_callback_source(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    cached_attr(
+/// `asyncio.format_helpers._format_callback_source(callback, args)`, the text asyncio puts
+/// in handle reprs and in "Exception in callback ..." messages. From Python 3.13 on,
+/// asyncio shows the arguments only in debug mode (its `debug=` keyword).
+pub fn format_callback_source<'py>(
+    py: Python<'py>,
+    callback: impl IntoPyObject<'py>,
+    args: impl IntoPyObject<'py>,
+    debug: bool,
+) -> PyResult<String> {
+    let format = cached_attr(
         py,
         &FORMAT_CALLBACK_SOURCE,
         "asyncio.format_helpers",
         "_format_callback_source",
-    )
+    )?;
+    let positional = (callback, args);
+    if debug && py.version_info() >= (3, 13) {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item(intern!(py, "debug"), true)?;
+        format.call(positional, Some(&kwargs))?.extract()
+    } else {
+        format.call1(positional)?.extract()
+    }
 }
 
 /// `asyncio.Future` (the C-accelerated class where available).
