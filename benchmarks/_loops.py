@@ -18,6 +18,13 @@ import subprocess
 LOOPS = ("asyncio", "uvloop", "rloop", "ferroloop")
 BASE = "uvloop"
 
+# ferroloop with its blocking detector on (a watchdog thread sampling the loop), for
+# measuring the detector's overhead beside plain ferroloop; and its threshold, seconds.
+DETECTOR_LOOP = "ferroloop+detector"
+DETECTOR_THRESHOLD = 0.1
+# Stalls the detector reported in this process (started ones, not their ends).
+STALLS = [0]
+
 
 def loop_version(name: str) -> str:
     """Version string of loop ``name`` ("asyncio", "uvloop", "rloop" or "ferroloop").
@@ -25,6 +32,7 @@ def loop_version(name: str) -> str:
     For ferroloop it also says when the extension module was built, since benchmarks of a
     development checkout are only comparable for the same build.
     """
+    name = name.split("+")[0]  # DETECTOR_LOOP is ferroloop's version
     if name == "asyncio":
         return "stdlib " + platform.python_version()
     mod = __import__(name)
@@ -44,7 +52,7 @@ def loop_version(name: str) -> str:
 
 
 def make_loop(name: str):
-    """A new event loop of kind ``name`` ("asyncio", "uvloop", "rloop" or "ferroloop")."""
+    """A new event loop of kind ``name`` (one of ``LOOPS``, or ``DETECTOR_LOOP``)."""
     if name == "asyncio":
         # Explicitly the stdlib's selector loop, whatever policy is installed.
         import asyncio
@@ -52,7 +60,19 @@ def make_loop(name: str):
         return asyncio.DefaultEventLoopPolicy().new_event_loop()
     if name in ("uvloop", "rloop", "ferroloop"):
         return __import__(name).new_event_loop()
+    if name == DETECTOR_LOOP:
+        loop = make_loop("ferroloop")
+        loop.set_blocking_threshold(DETECTOR_THRESHOLD, _count_stall)
+        return loop
     raise ValueError(f"unknown loop {name!r}")
+
+
+def _count_stall(report) -> None:
+    """The detector's callback in benchmarks: formats the report as the default reporter
+    would (so that a stall costs what it costs), counts it, prints nothing."""
+    report.format()
+    if not report.ended:
+        STALLS[0] += 1
 
 
 # Worker subprocesses print one line "@@RESULT@@<json>" with their result.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import statistics
 
-from _loops import BASE, LOOPS, fmt_rate, machine_line, render_table
+from _loops import BASE, DETECTOR_LOOP, LOOPS, fmt_rate, machine_line, render_table
+
+# What a run may select, in table order (the detector variant is opt-in: --loops).
+KNOWN_LOOPS = LOOPS + (DETECTOR_LOOP,)
 
 
 def summarize(rounds):
@@ -41,7 +44,7 @@ def _status(cell, loop, loops, loop_status):
 
 def render(meta, results, loops, markdown=False):
     loop_status = meta["loops"]
-    shown = [ln for ln in LOOPS if ln in loops]
+    shown = [ln for ln in KNOWN_LOOPS if ln in loops]
     cases = list(results)
 
     def cells(case):

@@ -51,41 +51,11 @@ import sys
 import time
 import traceback
 
-from _loops import (LOOPS, fmt_rate, loop_version, machine_info, make_loop, result_line,
-                    run_worker)
+from _loops import (DETECTOR_THRESHOLD, LOOPS, STALLS, fmt_rate, loop_version, machine_info,
+                    make_loop, result_line, run_worker)
 from _micro_cases import CASES
 from _micro_report import (DETECTOR_VARIANTS, fmt_cpu, fmt_n, render, render_detector,
                            summarize)
-
-# --detector-overhead: ferroloop with the blocking detector off (DETECTOR_VARIANTS[0])
-# and on with this threshold, in seconds.
-DETECTOR_THRESHOLD = 0.1
-
-
-# --------------------------------------------------------------------------
-# Loop factories (used only inside worker subprocesses)
-# --------------------------------------------------------------------------
-
-def _make_loop(name: str) -> asyncio.AbstractEventLoop:
-    """A loop of LOOPS (``_loops.make_loop``: asyncio's selector loop whatever the
-    policy, else ``<module>.new_event_loop()``), or ferroloop with its detector on."""
-    if name == "ferroloop+detector":
-        loop = make_loop("ferroloop")
-        loop.set_blocking_threshold(DETECTOR_THRESHOLD, _count_stall)
-        return loop
-    return make_loop(name)
-
-
-STALLS = [0]
-
-
-def _count_stall(report) -> None:
-    """The detector's callback in the benchmark: formats the report as the default
-    reporter would (so that a stall costs what it costs), counts it, prints nothing."""
-    report.format()
-    if not report.ended:
-        STALLS[0] += 1
-
 
 # --------------------------------------------------------------------------
 # Worker side
@@ -98,7 +68,7 @@ def _emit(obj) -> None:
 
 def worker_probe(loop_name: str) -> int:
     try:
-        loop = _make_loop(loop_name)
+        loop = make_loop(loop_name)
         try:
             asyncio.set_event_loop(loop)
             loop.run_until_complete(asyncio.sleep(0))
@@ -118,7 +88,7 @@ def worker_case(case: str, loop_name: str, n: int) -> int:
     run, prep_fn, *_ = CASES[case]
     loop = None
     try:
-        loop = _make_loop(loop_name)
+        loop = make_loop(loop_name)
         asyncio.set_event_loop(loop)
         # Warm-up on the same loop (first-call costs, lazy imports, ...).
         warm_n = max(100, n // 20)
