@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +93,6 @@ pub enum TurnError<E> {
 pub struct Driver<R, T, H> {
     ready: Mutex<ReadyQueue<R>>,
     /// An emptied batch buffer kept for reuse by the next iteration.
-    spare_batch: Mutex<VecDeque<R>>,
     timers: Mutex<TimerQueue<T>>,
     io: Mutex<IoRegistry<H>>,
     poller: Poller,
@@ -102,6 +101,9 @@ pub struct Driver<R, T, H> {
     stopping: AtomicBool,
     /// True while a thread waits in the poller.
     polling: AtomicBool,
+    /// The registry's fd count, kept beside it so an iteration with ready work can tell
+    /// whether it must poll without taking the registry's lock.
+    io_len: AtomicUsize,
     clock_resolution: f64,
 }
 
@@ -122,7 +124,6 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         poller.add(waker.fd(), Interest::READABLE, WAKER_TOKEN)?;
         Ok(Driver {
             ready: Mutex::new(ReadyQueue::new()),
-            spare_batch: Mutex::new(VecDeque::new()),
             timers: Mutex::new(TimerQueue::new()),
             io: Mutex::new(IoRegistry::new()),
             poller,
@@ -130,6 +131,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
             events: Mutex::new(Events::with_capacity(1024)),
             stopping: AtomicBool::new(false),
             polling: AtomicBool::new(false),
+            io_len: AtomicUsize::new(0),
             clock_resolution: clock::resolution(),
         })
     }
@@ -186,12 +188,20 @@ impl<R, T: Timer, H> Driver<R, T, H> {
 
     /// Makes `owner` the reader or writer of `fd`; returns the owner it replaced.
     pub fn set_fd(&self, fd: RawFd, side: Side, owner: H) -> io::Result<Option<H>> {
-        self.io.lock().set(&self.poller, fd, side, owner)
+        self.change_io(|io, poller| io.set(poller, fd, side, owner))
     }
 
     /// Unregisters the reader or writer of `fd`, returning it.
     pub fn remove_fd(&self, fd: RawFd, side: Side) -> Option<H> {
-        self.io.lock().remove(&self.poller, fd, side)
+        self.change_io(|io, poller| io.remove(poller, fd, side))
+    }
+
+    /// `f` on the registry, then `io_len` brought in step with it.
+    fn change_io<X>(&self, f: impl FnOnce(&mut IoRegistry<H>, &Poller) -> X) -> X {
+        let mut io = self.io.lock();
+        let result = f(&mut io, &self.poller);
+        self.io_len.store(io.len(), Ordering::Relaxed);
+        result
     }
 
     /// `f` of the reader or writer of `fd` (called under the registry lock).
@@ -214,7 +224,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
 
     /// Number of fds watched.
     pub fn fd_count(&self) -> usize {
-        self.io.lock().len()
+        self.io_len.load(Ordering::Relaxed)
     }
 
     /// Calls `f` for every queued entry, timer and owner whose lock is free right now
@@ -252,50 +262,80 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         T: Send,
         H: Send,
     {
+        self.turn_with(dispatch, &mut VecDeque::new())
+    }
+
+    /// [`Driver::turn`] running the batch in `batch`, an empty deque the caller keeps
+    /// from one iteration to the next (its capacity is reused; it is empty again on
+    /// return). An iteration with ready work and nothing to poll takes two locks.
+    pub fn turn_with<D: Dispatch<R, T, H>>(
+        &self,
+        dispatch: &D,
+        batch: &mut VecDeque<R>,
+    ) -> Result<(), TurnError<D::Error>>
+    where
+        R: Send,
+        T: Send,
+        H: Send,
+    {
+        debug_assert!(batch.is_empty());
         let mut discarded = Vec::new();
-        let timeout = {
+        let poll_for = {
             let mut timers = self.timers.lock();
             timers.prune(&mut discarded);
-            self.poll_timeout(&timers)
+            let mut ready = self.ready.lock();
+            let timeout = self.poll_timeout(&timers, ready.is_empty());
+            let must_poll = timeout != Some(Duration::ZERO)
+                || self.io_len.load(Ordering::Relaxed) > 0
+                || self.waker.is_pending();
+            if must_poll {
+                Some(timeout)
+            } else {
+                queue_due_timers(
+                    dispatch,
+                    &mut timers,
+                    &mut ready,
+                    self.clock_resolution,
+                    &mut discarded,
+                );
+                *batch = ready.take_batch(std::mem::take(batch));
+                None
+            }
         };
         drop(discarded);
 
-        let must_poll = timeout != Some(Duration::ZERO)
-            || !self.io.lock().is_empty()
-            || self.waker.is_pending();
-        if must_poll {
+        if let Some(timeout) = poll_for {
             self.poll(dispatch, timeout)?;
-        }
-
-        let mut discarded = Vec::new();
-        {
-            let now = clock::monotonic();
-            let end = now + self.clock_resolution;
-            let mut timers = self.timers.lock();
-            let mut ready = self.ready.lock();
-            while let Some((timer, when)) = timers.pop_due(end, &mut discarded) {
-                ready.push(dispatch.timer_entry(timer, (now - when).max(0.0)));
+            let mut discarded = Vec::new();
+            {
+                let mut timers = self.timers.lock();
+                let mut ready = self.ready.lock();
+                queue_due_timers(
+                    dispatch,
+                    &mut timers,
+                    &mut ready,
+                    self.clock_resolution,
+                    &mut discarded,
+                );
+                *batch = ready.take_batch(std::mem::take(batch));
             }
+            drop(discarded);
         }
-        drop(discarded);
 
-        let spare = std::mem::take(&mut *self.spare_batch.lock());
-        let mut batch = self.ready.lock().take_batch(spare);
         while let Some(entry) = batch.pop_front() {
             if dispatch.is_cancelled(&entry) {
                 continue;
             }
             if let Err(err) = dispatch.run(&entry) {
-                self.ready.lock().requeue_front(batch);
+                self.ready.lock().requeue_front(std::mem::take(batch));
                 return Err(TurnError::Dispatch(err));
             }
         }
-        *self.spare_batch.lock() = batch;
         Ok(())
     }
 
-    fn poll_timeout(&self, timers: &TimerQueue<T>) -> Option<Duration> {
-        if self.stop_requested() || !self.ready.lock().is_empty() {
+    fn poll_timeout(&self, timers: &TimerQueue<T>, nothing_ready: bool) -> Option<Duration> {
+        if self.stop_requested() || !nothing_ready {
             return Some(Duration::ZERO);
         }
         timers.next_deadline().map(|when| {
@@ -354,7 +394,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         drop(events_guard);
         // A cancelled owner unregisters itself, as asyncio's cancelled fd handles do.
         for (fd, side) in cancelled {
-            let removed = self.io.lock().remove(&self.poller, fd, side);
+            let removed = self.remove_fd(fd, side);
             drop(removed);
         }
         Ok(())
@@ -367,7 +407,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
     pub fn discard_all(&self) -> (VecDeque<R>, Vec<T>, Vec<H>) {
         let ready = self.ready.lock().clear();
         let timers = self.timers.lock().clear();
-        let owners = self.io.lock().clear(&self.poller);
+        let owners = self.change_io(|io, poller| io.clear(poller));
         (ready, timers, owners)
     }
 
@@ -404,12 +444,32 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         let Some(mut io) = self.io.try_lock() else {
             return Ok(Vec::new());
         };
-        Ok(io.register_all(&self.poller, keep))
+        let lost = io.register_all(&self.poller, keep);
+        self.io_len.store(io.len(), Ordering::Relaxed);
+        Ok(lost)
     }
 
     #[cfg(test)]
     fn ready_lock(&self) -> parking_lot::MutexGuard<'_, ReadyQueue<R>> {
         self.ready.lock()
+    }
+}
+
+/// Moves the timers due before now (plus the clock's resolution) into `ready`, in
+/// deadline order; reads the clock only if there are timers.
+fn queue_due_timers<R, T: Timer, H, D: Dispatch<R, T, H>>(
+    dispatch: &D,
+    timers: &mut TimerQueue<T>,
+    ready: &mut ReadyQueue<R>,
+    resolution: f64,
+    discarded: &mut Vec<T>,
+) {
+    if timers.is_empty() {
+        return;
+    }
+    let now = clock::monotonic();
+    while let Some((timer, when)) = timers.pop_due(now + resolution, discarded) {
+        ready.push(dispatch.timer_entry(timer, (now - when).max(0.0)));
     }
 }
 

@@ -246,7 +246,10 @@ mod tests {
     #[test]
     #[allow(clippy::zombie_processes)] // reaped by the reaper, which is what is tested
     fn reaps_children_as_they_exit_with_their_returncodes() {
-        let slow = Command::new("sh").args(["-c", "sleep 0.2; exit 4"]).spawn().unwrap();
+        let slow = Command::new("sh")
+            .args(["-c", "sleep 0.2; exit 4"])
+            .spawn()
+            .unwrap();
         let fast = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
         let slow_exit = watch_channel(slow.id() as libc::pid_t);
         let fast_exit = watch_channel(fast.id() as libc::pid_t);
@@ -266,7 +269,10 @@ mod tests {
         // Let it exit (a zombie now) before anyone watches it.
         std::thread::sleep(Duration::from_millis(100));
         let exit = watch_channel(pid);
-        assert_eq!(exit.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(), 0);
+        assert_eq!(
+            exit.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -274,7 +280,10 @@ mod tests {
         let mut child = Command::new("true").spawn().unwrap();
         child.wait().unwrap();
         let exit = watch_channel(child.id() as libc::pid_t);
-        let err = exit.recv_timeout(Duration::from_secs(10)).unwrap().unwrap_err();
+        let err = exit
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ECHILD));
     }
 }

@@ -312,8 +312,9 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         core.running.store(true, Ordering::Release);
+        let mut batch = std::collections::VecDeque::new();
         let result = loop {
-            if let Err(err) = run::turn(slf) {
+            if let Err(err) = run::turn(slf, &mut batch) {
                 break Err(err);
             }
             if core.driver.stop_requested() {
@@ -337,7 +338,7 @@ impl LoopCore {
                 "_run_once() cannot step a loop that is running; stop it first",
             ));
         }
-        run::turn(slf)
+        run::turn(slf, &mut std::collections::VecDeque::new())
     }
 
     /// A snapshot of the handles waiting for the next iteration (asyncio's `_ready` is

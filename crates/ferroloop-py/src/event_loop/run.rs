@@ -6,6 +6,7 @@
 //! context, errors other than `SystemExit`/`KeyboardInterrupt` to the exception handler,
 //! and in debug mode `_current_handle` and the slow-callback warning.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 
@@ -69,12 +70,13 @@ impl Dispatch<Ready, QueuedTimer, FdOwner> for Iteration<'_, '_> {
     }
 }
 
-/// One iteration of `slf`'s loop.
-pub(super) fn turn(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+/// One iteration of `slf`'s loop; `batch` is the empty deque the driver runs the
+/// iteration's entries from (kept by the caller across iterations, see `turn_with`).
+pub(super) fn turn(slf: &Bound<'_, LoopCore>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
     let core = slf.get();
     let iterations = core.iterations.load(Ordering::Relaxed) + 1;
     core.iterations.store(iterations, Ordering::Relaxed);
-    match core.driver.turn(&Iteration { slf }) {
+    match core.driver.turn_with(&Iteration { slf }, batch) {
         Ok(()) => Ok(()),
         Err(TurnError::Dispatch(err)) => Err(err),
         Err(TurnError::Busy) => Err(PyRuntimeError::new_err(
