@@ -179,6 +179,29 @@ def test_top_screen_of_busiest_tasks_and_of_a_blocked_loop():
     assert lines[-1] == "monitor: " + blocked["error"]
 
 
+def test_top_screen_ends_with_timer_lag_and_the_slowest_callbacks():
+    from ferroloop.__main__ import _top_screen
+
+    stats = dict(
+        STATS,
+        timer_lag={"timers": 40, "p50": 0.0002, "p99": 0.012, "max": 0.15},
+        slowest_callbacks=[
+            {"seconds": 0.15, "ago": 3.0, "handle": "<Handle <TaskStepMethWrapper>()>",
+             "task": "<Task pending name='hog' coro=<hog() running at x.py:3>>"},
+            {"seconds": 0.02, "ago": 9.0, "handle": "<Handle sleep()>", "task": None},
+        ],
+    )
+    answer = {"pid": 7, "stats": stats, "tasks": [], "timed": True}
+    lines = _top_screen("/m.sock", answer, None, 0.0)
+    assert lines[-5:] == [
+        "timer lag (last 40 timers): p50 0.20 ms   p99 12.00 ms   max 150.00 ms",
+        "slowest callbacks (last 60 s):",
+        "   seconds  callback",
+        "     0.150  <Task pending name='hog' coro=<hog() running at x.py:3>>",
+        "     0.020  <Handle sleep()>",
+    ]
+
+
 def test_ps_and_top_without_a_monitor(tmp_path):
     missing = str(tmp_path / "nothing.sock")
     for command in (["ps", missing], ["top", missing, "--iterations", "1"]):

@@ -133,8 +133,9 @@ _RUN_OPTIONS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
     ),
 ]
 
-# Tasks listed by ``top`` at most.
+# Tasks and slow callbacks listed by ``top`` at most.
 _TOP_TASKS = 20
+_TOP_SLOWEST = 5
 _CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 _VALUELESS_ACTIONS = {"store_true", "store_false", "store_const", "count", "help", "version"}
@@ -496,6 +497,28 @@ def _top_screen(path: str, answer: dict[str, Any],
         lines.append("no pending tasks")
     if len(tasks) > _TOP_TASKS:
         lines.append(f"  ... and {len(tasks) - _TOP_TASKS} more")
+    if answer.get("stats"):
+        lines.extend(_timing_lines(answer["stats"]))
+    return lines
+
+
+def _timing_lines(stats: dict[str, Any]) -> list[str]:
+    """How late timers fired and the slowest recent callbacks, when ``stats`` has them."""
+    lines = []
+    lag = stats.get("timer_lag")
+    if lag and lag.get("timers"):
+        lines.append(
+            f"timer lag (last {lag['timers']} timers): p50 {lag['p50'] * 1e3:.2f} ms   "
+            f"p99 {lag['p99'] * 1e3:.2f} ms   max {lag['max'] * 1e3:.2f} ms"
+        )
+    slowest = stats.get("slowest_callbacks")
+    if slowest:
+        lines.append("slowest callbacks (last 60 s):")
+        lines.append(f"{'seconds':>10}  callback")
+        lines.extend(
+            f"{slow['seconds']:10.3f}  {slow['task'] or slow['handle']}"
+            for slow in slowest[:_TOP_SLOWEST]
+        )
     return lines
 
 
