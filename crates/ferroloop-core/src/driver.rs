@@ -291,14 +291,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
             if must_poll {
                 Some(timeout)
             } else {
-                queue_due_timers(
-                    dispatch,
-                    &mut timers,
-                    &mut ready,
-                    self.clock_resolution,
-                    &mut discarded,
-                );
-                *batch = ready.take_batch(std::mem::take(batch));
+                self.take_batch(dispatch, &mut timers, &mut ready, batch, &mut discarded);
                 None
             }
         };
@@ -310,14 +303,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
             {
                 let mut timers = self.timers.lock();
                 let mut ready = self.ready.lock();
-                queue_due_timers(
-                    dispatch,
-                    &mut timers,
-                    &mut ready,
-                    self.clock_resolution,
-                    &mut discarded,
-                );
-                *batch = ready.take_batch(std::mem::take(batch));
+                self.take_batch(dispatch, &mut timers, &mut ready, batch, &mut discarded);
             }
             drop(discarded);
         }
@@ -332,6 +318,20 @@ impl<R, T: Timer, H> Driver<R, T, H> {
             }
         }
         Ok(())
+    }
+
+    /// Queues the due timers behind what is ready, then moves everything ready into
+    /// `batch` (step 3's second half and step 4's start, under the caller's locks).
+    fn take_batch<D: Dispatch<R, T, H>>(
+        &self,
+        dispatch: &D,
+        timers: &mut TimerQueue<T>,
+        ready: &mut ReadyQueue<R>,
+        batch: &mut VecDeque<R>,
+        discarded: &mut Vec<T>,
+    ) {
+        queue_due_timers(dispatch, timers, ready, self.clock_resolution, discarded);
+        *batch = ready.take_batch(std::mem::take(batch));
     }
 
     fn poll_timeout(&self, timers: &TimerQueue<T>, nothing_ready: bool) -> Option<Duration> {
