@@ -33,7 +33,10 @@ import types
 
 import pytest
 
-from looptest_support import REFERENCE_LOOP, SAFETY_NETS_FIRED
+# Loaded as a plugin by the monitor tests (its fixtures assert): rewrite its asserts.
+pytest.register_assert_rewrite("looptest_monitor")
+
+from looptest_support import REFERENCE_LOOP, SAFETY_NETS_FIRED  # noqa: E402
 
 IMPLS = ("asyncio", "ferroloop")
 _HERE = pathlib.Path(__file__).resolve().parent

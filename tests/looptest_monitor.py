@@ -3,6 +3,12 @@
 A watched ferroloop loop runs in a thread of the test (``running_loop``); clients are
 plain blocking sockets of the test thread, speaking the protocol of the
 ``ferroloop.monitor`` docs. ``Nest`` puts a known nest of four tasks on such a loop.
+
+The fixtures both modules use are defined at the end (both load this module as a pytest
+plugin, ``pytest_plugins``):
+``sock_dir`` (a private directory), ``watched`` (a running loop), ``path`` (its
+monitor's socket), ``nest`` (a ``Nest`` on it), ``no_logs`` (fails the test if anything
+logged a warning or an error).
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import json
 import shutil
 import socket
 import tempfile
+import logging
+import os
 import threading
 
 import ferroloop
+import pytest
 from ferroloop.monitor import MonitorClient
 
 
@@ -169,3 +178,40 @@ class Nest:
         self.root.add_done_callback(lambda task: done.set_result(None))  # on the loop
         self.loop.call_soon_threadsafe(self.release.set)
         done.result(10)
+
+
+# -- fixtures shared by the monitor test modules ---------------------------------------
+
+
+@pytest.fixture
+def sock_dir():
+    with socket_dir() as path:
+        yield path
+
+
+@pytest.fixture
+def watched():
+    with running_loop() as loop:
+        yield loop
+
+
+@pytest.fixture
+def path(watched, sock_dir):
+    socket_path = os.path.join(sock_dir, "monitor.sock")
+    watched.start_monitor(socket_path)
+    return socket_path
+
+
+@pytest.fixture
+def nest(watched):
+    tasks = Nest(watched)
+    yield tasks
+    tasks.finish()
+
+
+@pytest.fixture
+def no_logs(caplog):
+    """Fails the test if anything logs a warning or an error (monitor thread included)."""
+    caplog.set_level(logging.WARNING)
+    yield
+    assert [record.getMessage() for record in caplog.records] == []

@@ -28,51 +28,17 @@ import time
 import ferroloop
 import pytest
 from looptest_monitor import (
-    Nest,
     ask,
     monitor_threads,
     on_loop,
-    running_loop,
-    socket_dir,
 )
 from looptest_support import run_child
 
 
-@pytest.fixture
-def sock_dir():
-    with socket_dir() as path:
-        yield path
-
-
-@pytest.fixture
-def watched():
-    with running_loop() as loop:
-        yield loop
-
-
-@pytest.fixture
-def path(watched, sock_dir):
-    socket_path = os.path.join(sock_dir, "monitor.sock")
-    watched.start_monitor(socket_path)
-    return socket_path
-
-
-@pytest.fixture
-def nest(watched):
-    tasks = Nest(watched)
-    yield tasks
-    tasks.finish()
-
-
-@pytest.fixture
-def no_logs(caplog):
-    """Fails the test if anything logs a warning or an error (monitor thread included)."""
-    caplog.set_level(logging.WARNING)
-    yield
-    assert [record.getMessage() for record in caplog.records] == []
-
-
 # -- who may connect, what may be at the path ------------------------------------------
+
+# The shared fixtures (sock_dir, watched, path, nest, no_logs).
+pytest_plugins = ["looptest_monitor"]
 
 
 def test_socket_is_owner_only_mode_0600(path):

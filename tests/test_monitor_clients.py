@@ -12,51 +12,21 @@ loop's exception handler or a log, and the monitor answers the next client. Also
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 
 import pytest
 from ferroloop import monitor
 from looptest_monitor import (
-    Nest,
     ask,
     exchange,
     many_tasks,
     read_all,
     read_line,
-    running_loop,
-    socket_dir,
 )
 
-
-@pytest.fixture
-def watched():
-    with running_loop() as loop:
-        yield loop
-
-
-@pytest.fixture
-def path(watched):
-    with socket_dir() as directory:
-        socket_path = f"{directory}/monitor.sock"
-        watched.start_monitor(socket_path)
-        yield socket_path
-
-
-@pytest.fixture
-def nest(watched):
-    tasks = Nest(watched)
-    yield tasks
-    tasks.finish()
-
-
-@pytest.fixture
-def no_logs(caplog):
-    """Fails the test if anything logs a warning or an error (monitor thread included)."""
-    caplog.set_level(logging.WARNING)
-    yield
-    assert [record.getMessage() for record in caplog.records] == []
+# The shared fixtures (sock_dir, watched, path, nest, no_logs).
+pytest_plugins = ["looptest_monitor"]
 
 
 def test_several_requests_on_one_connection(path, nest):
