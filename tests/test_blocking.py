@@ -239,17 +239,24 @@ def test_report_blames_only_code_that_blocked(ferro_loop):
     # Python callback runs. The watchdog cannot read the stack while the GIL is held:
     # whatever it reports, it must not name the callback that came after the stall.
     n = 1_000_000
-    started = time.perf_counter()
-    sum(range(n))
-    n = int(n * 0.3 / (time.perf_counter() - started))  # about 0.3 s
+    fastest = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(range(n))
+        fastest = min(fastest, time.perf_counter() - started)
+    n = int(n * 0.3 / fastest)  # about 0.3 s, or more on a busy machine
+
+    marks = []
 
     def innocent():
+        marks.append(time.perf_counter())
         deadline = time.monotonic() + 0.02
         while time.monotonic() < deadline:
             pass
 
     recorder = Recorder()
     ferro_loop.set_blocking_threshold(0.05, recorder)
+    ferro_loop.call_soon(lambda: marks.append(time.perf_counter()))
     ferro_loop.call_soon(sum, range(n))
     ferro_loop.call_soon(innocent)
     ferro_loop.run_until_complete(asyncio.sleep(0.2))
@@ -262,7 +269,10 @@ def test_report_blames_only_code_that_blocked(ferro_loop):
     assert kinds == ["ended"] and len(recorder.reports) == 1
     (report,) = recorder.reports
     assert report.stack == () and report.task is None
-    assert report.duration >= 0.2
+    # The stall is timed from the callbacks either side of it (the calibration above is
+    # only a guess on a shared machine); the report covers at least that much.
+    stall = marks[1] - marks[0]
+    assert stall > 0.1 and report.duration >= stall - SLACK
     blamed = [frame.name for report in recorder.reports for frame in report.stack]
     assert "innocent" not in blamed
 
