@@ -14,6 +14,7 @@ modules of other test directories when pytest puts ``tests/`` on sys.path.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import threading
@@ -252,3 +253,8 @@ def fork_and_check(timeout=10.0):
         child_checks_new_loop()
     return wait_child(pid, timeout)
 """
+
+
+def open_fd_count():
+    """How many fds this process has open (Linux: the entries of ``/proc/self/fd``)."""
+    return len(os.listdir("/proc/self/fd"))

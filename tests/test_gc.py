@@ -10,21 +10,18 @@ never closed.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import warnings
 import weakref
 
 import pytest
 
+from looptest_support import open_fd_count
+
 
 class Holder:
     def method(self):
         pass
-
-
-def _open_fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 def test_cycle_through_a_run_handle_is_collected(new_loop):
@@ -74,7 +71,7 @@ def test_abandoned_loops_with_pending_callbacks_are_collected(flavor, loop_impl)
             "loop during garbage collection (ValueError: Invalid file descriptor) and "
             "leaks its fd"
         )
-    before = _open_fds()
+    before = open_fd_count()
     loops = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
@@ -86,11 +83,11 @@ def test_abandoned_loops_with_pending_callbacks_are_collected(flavor, loop_impl)
             del loop
         gc.collect()
     assert sum(ref() is not None for ref in loops) == 0
-    assert _open_fds() <= before
+    assert open_fd_count() <= before
 
 
 def test_unclosed_loop_warns_when_collected(flavor):
-    before = _open_fds()
+    before = open_fd_count()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loop = flavor.new_loop()
@@ -102,7 +99,7 @@ def test_unclosed_loop_warns_when_collected(flavor):
     messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     # asyncio's message, with the loop's repr (as it was: closed=False).
     assert messages == [f"unclosed event loop {text}"]
-    assert _open_fds() <= before  # collecting it closed it
+    assert open_fd_count() <= before  # collecting it closed it
 
 
 def test_closed_loop_does_not_warn_when_collected(flavor):

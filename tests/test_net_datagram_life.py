@@ -16,12 +16,12 @@ import contextlib
 import errno
 import gc
 import logging
-import os
 import socket
 import warnings
 from asyncio import selector_events, trsock
 
 import pytest
+
 from looptest_dgram import (
     LOCAL4,
     OK,
@@ -32,7 +32,7 @@ from looptest_dgram import (
     udp_pair,
 )
 from looptest_net import run, spin, until
-from looptest_support import PY, outcome
+from looptest_support import PY, open_fd_count, outcome
 
 # ----------------------------------------------------------------------- send errors
 
@@ -273,21 +273,17 @@ def test_transport_classes(loop, loop_impl, cls):
     assert run(loop, main()) is True
 
 
-def _fd_count():
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_no_fd_leak_after_200_endpoints(loop):
     async def main():
         async with udp_pair(loop) as ((srv_tr, srv), _):
             srv_addr = srv_tr.get_extra_info("sockname")
-            before = _fd_count()
+            before = open_fd_count()
             kinds = [{"local_addr": LOCAL4}, {"remote_addr": srv_addr}, {"family": socket.AF_INET}]
             pairs = []
             for i in range(200):
                 pairs.append(await endpoint(loop, **kinds[i % 3]))
                 pairs[-1][0].sendto(b"%d" % i, None if i % 3 == 1 else srv_addr)
-            during = _fd_count()
+            during = open_fd_count()
             await srv.wait_for(200)
             for i, (tr, _) in enumerate(pairs):
                 tr.abort() if i % 2 else tr.close()
@@ -295,7 +291,7 @@ def test_no_fd_leak_after_200_endpoints(loop):
                 await pr.lost
             await spin(0.02)
             lost_once = sum(pr.lost_calls == [None] for _, pr in pairs)
-            return before, during, _fd_count(), lost_once
+            return before, during, open_fd_count(), lost_once
 
     before, during, after, lost_once = run(loop, main())
     assert during >= before + 200

@@ -23,6 +23,7 @@ from looptest_net import (
     unix_path,
     until,
 )
+from looptest_support import open_fd_count
 
 
 def _closed_port():
@@ -238,10 +239,6 @@ def test_unix_connection_errors(compare, tmp_path):
 # ------------------------------------------------------------------ fd leaks
 
 
-def _fd_count():
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 def test_no_fd_left_open(loop):
     async def round_trip(n):
@@ -267,16 +264,16 @@ def test_no_fd_left_open(loop):
         # Closing is asynchronous on the server side too: give it a few iterations.
         for _ in range(100):
             gc.collect()
-            if _fd_count() <= before:
+            if open_fd_count() <= before:
                 return
             await asyncio.sleep(0.005)
 
     run(loop, round_trip(1))  # warm-up: lazily created loop resources
     gc.collect()
-    before = _fd_count()
+    before = open_fd_count()
     run(loop, round_trip(50))
     run(loop, settle(before))
-    assert _fd_count() == before
+    assert open_fd_count() == before
 
 
 # ------------------------------------------------------------------ name resolution

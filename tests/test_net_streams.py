@@ -3,14 +3,14 @@
 Every test runs on stock asyncio and on ferroloop (the loop fixtures of
 ``conftest.py``); tests that need asyncio's exact answer use ``compare``.
 Servers and connecting are in ``test_net_servers.py``, the low-level ``sock_*``
-coroutines in ``test_net_sock.py``.
+coroutines in ``test_net_sock.py``, bulk transfers and many connections at once in
+``test_net_load.py``.
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
-import hashlib
 import logging
 import os
 import socket
@@ -21,7 +21,6 @@ import pytest
 
 from looptest_net import (
     MB,
-    EchoProtocol,
     Recorder,
     connected_pair,
     echo_handler,
@@ -92,73 +91,6 @@ def test_streams_echo_unix(loop, tmp_path):
             return await _streams_roundtrip(reader, writer)
 
     assert run(loop, main()) == [True] * 22
-
-
-# ------------------------------------------------------------------ bulk data
-
-
-class BulkClient(asyncio.Protocol):
-    def __init__(self, loop):
-        self.loop = loop
-        self.digest = hashlib.sha256()
-        self.received = 0
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.can_write = None
-        self.pauses = self.resumes = 0
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.digest.update(data)
-        self.received += len(data)
-
-    def eof_received(self):
-        self.eof.set_result(None)
-
-    def pause_writing(self):
-        self.pauses += 1
-        self.can_write = self.loop.create_future()
-
-    def resume_writing(self):
-        self.resumes += 1
-        self.can_write.set_result(None)
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
-
-
-def test_20mb_both_directions_through_echo_server(loop, kind, tmp_path):
-    payload = os.urandom(20 * MB)
-    chunk = 256 * 1024
-
-    async def main():
-        if kind == "tcp":
-            server = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
-            addr = server.sockets[0].getsockname()
-            connect = loop.create_connection(lambda: BulkClient(loop), *addr)
-        else:
-            path = unix_path(tmp_path)
-            server = await loop.create_unix_server(EchoProtocol, path)
-            connect = loop.create_unix_connection(lambda: BulkClient(loop), path)
-        async with server:
-            transport, client = await connect
-            view = memoryview(payload)
-            for start in range(0, len(payload), chunk):
-                transport.write(view[start : start + chunk])
-                if client.can_write is not None and not client.can_write.done():
-                    await client.can_write
-            transport.write_eof()
-            await client.eof
-            exc = await client.lost
-        return client, exc
-
-    client, exc = run(loop, main(), timeout=30)
-    assert exc is None
-    assert client.received == len(payload)
-    assert client.digest.hexdigest() == hashlib.sha256(payload).hexdigest()
-    assert client.pauses == client.resumes
 
 
 # ------------------------------------------------------------- close / abort
