@@ -9,6 +9,7 @@ never closed.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import warnings
@@ -50,18 +51,40 @@ def test_cycle_through_a_cancelled_timer_is_collected(new_loop):
     assert alive() is None
 
 
-def test_every_new_handle_is_tracked_by_the_collector(new_loop):
-    # Recycled handle objects must be tracked too: create and drop many, then check.
+def test_cycles_through_kept_handles_are_collected_once_run(new_loop):
+    # Objects that keep the handle of their own callback (obj -> handle -> obj.method):
+    # once the handle ran, nothing but the cycle holds them. Thousands of them, so that
+    # recycled handle objects are covered too (ferroloop reuses handle memory; and keeps
+    # queued handles away from the collector, tracking a handle again when the loop lets
+    # go of it while someone else holds it).
     loop = new_loop()
+    alive = []
     for _ in range(3):
-        handles = [loop.call_soon(Holder().method) for _ in range(2000)]
-        handles += [loop.call_later(3600, Holder().method) for _ in range(2000)]
-        assert all(gc.is_tracked(h) for h in handles)
-        for h in handles:
-            h.cancel()
-        loop.call_soon(loop.stop)
-        loop.run_forever()
-        del handles
+        for _ in range(2000):
+            soon, timer = Holder(), Holder()
+            soon.handle = loop.call_soon(soon.method)
+            timer.handle = loop.call_later(0, timer.method)
+            alive += [weakref.ref(soon), weakref.ref(timer)]
+        del soon, timer
+        loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    gc.collect()
+    assert sum(ref() is not None for ref in alive) == 0
+
+
+def test_cycle_through_a_queued_handle_of_a_live_loop_survives_collection(new_loop):
+    # While queued, the loop keeps the handle and so its callback alive, cycle or not.
+    loop = new_loop()
+    holder = Holder()
+    holder.handle = loop.call_soon(holder.method)
+    alive = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert alive() is not None
+    loop.run_until_complete(asyncio.sleep(0))
+    gc.collect()
+    assert alive() is None
+    loop.close()
 
 
 def test_abandoned_loops_with_pending_callbacks_are_collected(flavor, loop_impl):

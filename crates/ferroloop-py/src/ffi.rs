@@ -66,6 +66,48 @@ pub fn ensure_gc_tracked(obj: &Bound<'_, PyAny>) {
     }
 }
 
+/// Makes sure the garbage collector does not track `obj`, a freshly created instance of
+/// a GC pyclass (see `queued::Queued`: a handle only the loop's queues hold).
+pub fn ensure_gc_untracked(obj: &Bound<'_, PyAny>) {
+    // SAFETY: `obj` is a live instance of a GC type and the GIL is held (we have a
+    // `Bound`); untracking an object that nothing traverses yet is always allowed.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 {
+            ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+        }
+    }
+}
+
+/// Whether the garbage collector tracks `obj`. Call with the GIL held (the collector
+/// holds it while it calls `__traverse__`, which gets no GIL token).
+pub fn is_gc_tracked(obj: &Py<impl pyo3::PyClass>) -> bool {
+    // SAFETY: `obj` is a live object and the GIL is held (see above); the call only
+    // reads its GC header.
+    unsafe { ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 }
+}
+
+/// Before the caller drops its reference to `obj` (an instance of a GC pyclass): if
+/// someone else still holds `obj` and the collector does not track it, track it now, so
+/// that from now on the collector sees the references it holds.
+///
+/// Called from `Drop`, which has no GIL token: it checks that the GIL is held and does
+/// nothing otherwise (the object then stays untracked: a cycle through it could not be
+/// collected, but nothing breaks).
+pub fn track_if_shared(obj: &Py<impl pyo3::PyClass>) {
+    let ptr = obj.as_ptr();
+    // SAFETY: the GIL is held when `PyGILState_Check` says so; with it, reading the
+    // refcount and tracking state of an object we hold a reference to is sound, and an
+    // initialised GC object that is not tracked may be tracked at any time.
+    unsafe {
+        if ffi::PyGILState_Check() != 0
+            && ffi::Py_REFCNT(ptr) > 1
+            && ffi::PyObject_GC_IsTracked(ptr) == 0
+        {
+            ffi::PyObject_GC_Track(ptr.cast());
+        }
+    }
+}
+
 /// `callable(*positional, **dict(zip(kwnames, keyword_values)))` through vectorcall, with
 /// `args` = positional values followed by keyword values. Unlike `call(args, kwargs)` it
 /// builds neither an argument tuple nor a keyword dict (the dict is a GC allocation,
@@ -92,5 +134,96 @@ pub fn vectorcall<'py, const N: usize>(
                 kwnames.as_ptr(),
             ),
         )
+    }
+}
+
+/// A free list for one pyclass: `tp_free` keeps up to `capacity` dead objects' memory and
+/// `tp_alloc` hands it out again, so a hot class (handles: one per callback) skips the
+/// allocator and, more important, does not count as a new allocation for the garbage
+/// collector's generation-0 threshold.
+///
+/// It replaces PyO3's `freelist = N`, which takes a mutex on every allocation and free.
+/// This one needs no lock: CPython calls `tp_alloc` and `tp_free` with the GIL held, and
+/// the module is declared `gil_used` (a free-threaded build re-enables the GIL for it).
+/// Recycled objects come back untracked (PyO3's `tp_dealloc` untracks before freeing);
+/// [`ensure_gc_tracked`] tracks them again once they are initialised.
+pub struct ObjectCache {
+    objects: std::cell::UnsafeCell<Vec<*mut ffi::PyObject>>,
+    capacity: usize,
+    class: std::sync::atomic::AtomicPtr<ffi::PyTypeObject>,
+}
+
+// SAFETY: `objects` is only touched by `cached_alloc`/`cached_free` (and `install`
+// before any of them runs), which CPython calls with the GIL held: one thread at a time.
+unsafe impl Sync for ObjectCache {}
+
+impl ObjectCache {
+    /// An empty cache for up to `capacity` objects.
+    pub const fn new(capacity: usize) -> Self {
+        ObjectCache {
+            objects: std::cell::UnsafeCell::new(Vec::new()),
+            capacity,
+            class: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+/// A pyclass whose objects are recycled through an [`ObjectCache`].
+pub trait CachedClass: pyo3::PyClass {
+    /// The class's one cache.
+    fn cache() -> &'static ObjectCache;
+}
+
+/// Makes `T`'s type allocate from and free into `T::cache()`. Called once, when the
+/// module is initialised, before any `T` exists.
+pub fn install_object_cache<T: CachedClass>(py: Python<'_>) {
+    let class = T::type_object_raw(py);
+    let cache = T::cache();
+    cache.class.store(class, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the GIL is held and no object of `T` exists yet, so nothing reads the
+    // cache or the slots meanwhile; `class` is `T`'s heap type object, whose slots are
+    // writable, and `PyType_Modified` drops any cached lookups of them.
+    unsafe {
+        (*cache.objects.get()).reserve_exact(cache.capacity);
+        (*class).tp_alloc = Some(cached_alloc::<T>);
+        (*class).tp_free = Some(cached_free::<T>);
+        ffi::PyType_Modified(class);
+    }
+}
+
+/// `tp_alloc` of a cached class: a recycled object when one is there.
+unsafe extern "C" fn cached_alloc<T: CachedClass>(
+    subtype: *mut ffi::PyTypeObject,
+    nitems: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let cache = T::cache();
+    if nitems == 0 && subtype == cache.class.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: called by CPython with the GIL held (see `ObjectCache`); a cached
+        // pointer is the memory of a dead object of exactly this type, which
+        // `PyObject_Init` makes a new reference of that type again.
+        unsafe {
+            if let Some(obj) = (*cache.objects.get()).pop() {
+                return ffi::PyObject_Init(obj, subtype);
+            }
+        }
+    }
+    // SAFETY: the default allocation, as if the slot had not been replaced.
+    unsafe { ffi::PyType_GenericAlloc(subtype, nitems) }
+}
+
+/// `tp_free` of a cached class: keeps the memory while the cache has room.
+unsafe extern "C" fn cached_free<T: CachedClass>(obj: *mut std::ffi::c_void) {
+    let cache = T::cache();
+    let obj = obj.cast::<ffi::PyObject>();
+    // SAFETY: called by CPython (from PyO3's `tp_dealloc`) with the GIL held, for an
+    // object whose contents are dropped and which the collector no longer tracks.
+    unsafe {
+        let objects = &mut *cache.objects.get();
+        let class = cache.class.load(std::sync::atomic::Ordering::Relaxed);
+        if objects.len() < cache.capacity && ffi::Py_TYPE(obj) == class {
+            objects.push(obj);
+        } else {
+            ffi::PyObject_GC_Del(obj.cast());
+        }
     }
 }

@@ -6,11 +6,13 @@
 //!   and the run loop itself.
 //! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses.
 //! * [`ready`] — what the driver queues: ready entries and fd owners.
+//! * [`queued`] — handles as the queues hold them (untracked by the collector there).
 //! * [`transports`] — native transports (streams, datagrams, pipes).
 //! * [`process`] — child exit watching (pidfd, or the `SIGCHLD` reaper) for subprocesses.
 //! * [`watchdog`] — the blocking detector's thread.
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
-//! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts).
+//! * [`ffi`] — the only raw CPython calls (entering `contextvars` contexts, the handles'
+//!   free list).
 //! * [`py`] — Python objects looked up once.
 
 // First: its `intern!` macro is used by the modules below.
@@ -21,6 +23,7 @@ mod event_loop;
 mod ffi;
 mod handles;
 mod process;
+mod queued;
 mod ready;
 mod transports;
 mod watchdog;
@@ -41,4 +44,10 @@ mod _ferroloop {
     use crate::transports::{
         DatagramTransport, ReadPipeTransport, StreamTransport, WritePipeTransport,
     };
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        crate::handles::install_caches(m.py());
+        Ok(())
+    }
 }

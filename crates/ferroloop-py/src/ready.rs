@@ -13,6 +13,7 @@ use pyo3::PyTraverseError;
 
 use crate::handles::{Callback, Handle, TimerHandle};
 use crate::process::ChildWatch;
+use crate::queued::Queued;
 use crate::transports::NativeTransport;
 
 /// The reader or writer of an fd.
@@ -33,7 +34,7 @@ impl FdOwner {
     pub fn ready_entry(&self, py: Python<'_>, side: Side) -> Option<Ready> {
         match self {
             FdOwner::Callback(handle) if handle.get().inner.is_cancelled() => None,
-            FdOwner::Callback(handle) => Some(Ready::Handle(handle.clone_ref(py))),
+            FdOwner::Callback(handle) => Some(Ready::Handle(Queued::new(handle.clone_ref(py)))),
             FdOwner::Transport(transport) => Some(Ready::Transport(transport.clone_ref(py), side)),
             FdOwner::Child(watch) => Some(Ready::Child(watch.clone_ref(py))),
             FdOwner::Signals => Some(Ready::Signals),
@@ -80,9 +81,9 @@ impl FdOwner {
 /// An entry of the ready queue.
 pub enum Ready {
     /// From `call_soon`, `call_soon_threadsafe` or an fd readiness callback.
-    Handle(Py<Handle>),
+    Handle(Queued<Handle>),
     /// A timer whose deadline passed.
-    Timer(Py<TimerHandle>),
+    Timer(Queued<TimerHandle>),
     /// A native transport's socket is ready on this side.
     Transport(NativeTransport, Side),
     /// A child process exited (its pidfd turned readable).
@@ -109,8 +110,8 @@ impl Ready {
     /// The object user code sees for this entry (exception contexts, logs, `_ready`).
     pub fn object(&self, py: Python<'_>) -> Py<PyAny> {
         match self {
-            Ready::Handle(h) => h.clone_ref(py).into_any(),
-            Ready::Timer(t) => t.clone_ref(py).into_any(),
+            Ready::Handle(h) => h.object(py),
+            Ready::Timer(t) => t.object(py),
             Ready::Transport(t, _) => t.object(py),
             Ready::Child(w) => w.clone_ref(py).into_any(),
             Ready::Signals => py.None(),
@@ -120,8 +121,8 @@ impl Ready {
     /// Reports the references the entry holds to the garbage collector.
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
-            Ready::Handle(h) => visit.call(h),
-            Ready::Timer(t) => visit.call(t),
+            Ready::Handle(h) => h.traverse(visit),
+            Ready::Timer(t) => t.traverse(visit),
             Ready::Transport(t, _) => t.traverse(visit),
             Ready::Child(w) => visit.call(w),
             Ready::Signals => Ok(()),

@@ -61,7 +61,7 @@ impl LoopCore {
     pub(super) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.driver.try_visit(
             |entry| entry.traverse(visit),
-            |timer| visit.call(&timer.0),
+            |timer| timer.traverse(visit),
             |owner| owner.traverse(visit),
         )
     }

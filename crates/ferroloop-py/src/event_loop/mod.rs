@@ -38,7 +38,8 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::errors::{loop_closed, os_error};
-use crate::handles::{Handle, QueuedTimer, TimerHandle};
+use crate::handles::{Handle, TimerHandle};
+use crate::queued::Queued;
 use crate::process::ChildWatch;
 use crate::ready::{FdOwner, Ready};
 use crate::watchdog::Watchdog;
@@ -46,7 +47,7 @@ use timing::{CallbackTiming, TimerLag};
 use crate::{ffi, py};
 
 /// The driver of a Python loop: ready entries, timers and fd owners are Python handles.
-type LoopDriver = Driver<Ready, QueuedTimer, FdOwner>;
+type LoopDriver = Driver<Ready, Queued<TimerHandle>, FdOwner>;
 
 /// The Rust core of a ferroloop event loop.
 #[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]

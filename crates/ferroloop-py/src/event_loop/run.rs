@@ -17,7 +17,8 @@ use pyo3::types::PyDict;
 
 use super::LoopCore;
 use crate::errors::os_error;
-use crate::handles::{Callback, QueuedTimer};
+use crate::handles::{Callback, TimerHandle};
+use crate::queued::Queued;
 use crate::process::ChildWatch;
 use crate::py;
 use crate::ready::{FdOwner, Ready};
@@ -27,16 +28,16 @@ pub(super) struct Iteration<'a, 'py> {
     pub(super) slf: &'a Bound<'py, LoopCore>,
 }
 
-impl Dispatch<Ready, QueuedTimer, FdOwner> for Iteration<'_, '_> {
+impl Dispatch<Ready, Queued<TimerHandle>, FdOwner> for Iteration<'_, '_> {
     type Error = PyErr;
 
     fn ready_entry(&self, owner: &FdOwner, side: Side) -> Option<Ready> {
         owner.ready_entry(self.slf.py(), side)
     }
 
-    fn timer_entry(&self, timer: QueuedTimer, lag: f64) -> Ready {
+    fn timer_entry(&self, timer: Queued<TimerHandle>, lag: f64) -> Ready {
         self.slf.get().timer_lag.record(lag);
-        Ready::Timer(timer.0)
+        Ready::Timer(timer)
     }
 
     fn is_cancelled(&self, entry: &Ready) -> bool {

@@ -15,7 +15,7 @@ use pyo3::types::PyTuple;
 
 use super::LoopCore;
 use crate::errors::os_error;
-use crate::handles::{Callback, Handle, QueuedTimer, TimerHandle};
+use crate::handles::{Callback, Handle, TimerHandle};
 use crate::process::{ChildWatch, CHILD_SIDE};
 use crate::ready::{FdOwner, Ready};
 use crate::transports::NativeTransport;
@@ -75,9 +75,10 @@ impl LoopCore {
         if debug {
             Self::debug_checks(slf, &callback, method, method == "call_soon")?;
         }
-        let handle = Handle::create(py, Callback::new(py, callback, args, context, debug)?)?;
+        let queued = Handle::create_queued(py, Callback::new(py, callback, args, context, debug)?)?;
         core.check_closed()?;
-        core.driver.push_ready(Ready::Handle(handle.clone_ref(py)));
+        let handle = queued.handle(py);
+        core.driver.push_ready(Ready::Handle(queued));
         Ok(handle)
     }
 
@@ -101,10 +102,10 @@ impl LoopCore {
         }
         let counter = Arc::clone(&core.timer_cancel_counter);
         let inner = Callback::new(py, callback, args, context, debug)?;
-        let timer = TimerHandle::create(py, inner, when, counter)?;
+        let queued = TimerHandle::create(py, inner, when, counter)?;
         core.check_closed()?;
-        core.driver
-            .push_timer(when, QueuedTimer(timer.clone_ref(py)));
+        let timer = queued.handle(py);
+        core.driver.push_timer(when, queued);
         Ok(timer)
     }
 
