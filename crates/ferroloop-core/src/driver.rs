@@ -8,7 +8,9 @@
 //! 2. poll: timeout 0 if anything is ready or a stop was requested, else until the next
 //!    timer (capped at a day), else forever; with nothing to wait for (no fds, no pending
 //!    wake-up, zero timeout) the poll is skipped;
-//! 3. queue the owners of ready fds, then the timers due before `now + resolution`;
+//! 3. queue the owners of ready fds, then what the embedder staged meanwhile
+//!    ([`Dispatch::take_staged`], also taken before step 2), then the timers due before
+//!    `now + resolution`;
 //! 4. run exactly the entries queued now; what they schedule runs next time.
 //!
 //! The embedder (the Python binding) supplies what the driver must not know about through
@@ -65,6 +67,14 @@ pub trait Dispatch<R, T, H> {
 
     /// Whether a queued entry was cancelled (it is skipped).
     fn is_cancelled(&self, entry: &R) -> bool;
+
+    /// Moves the entries the embedder queued on its side of the driver (without the
+    /// driver's lock: the binding's callbacks, queued under the GIL) to the back of
+    /// `ready`, in order. Called with the driver's locks held at the start of an
+    /// iteration and again when the batch is taken: no callbacks, no drops.
+    fn take_staged(&self, ready: &mut ReadyQueue<R>) {
+        let _ = ready;
+    }
 
     /// Runs `wait`, the blocking poll (the binding releases the GIL around it).
     fn blocking<F>(&self, wait: F) -> io::Result<usize>
@@ -284,6 +294,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
             let mut timers = self.timers.lock();
             timers.prune(&mut discarded);
             let mut ready = self.ready.lock();
+            dispatch.take_staged(&mut ready);
             let timeout = self.poll_timeout(&timers, ready.is_empty());
             let must_poll = timeout != Some(Duration::ZERO)
                 || self.io_len.load(Ordering::Relaxed) > 0
@@ -320,8 +331,9 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         Ok(())
     }
 
-    /// Queues the due timers behind what is ready, then moves everything ready into
-    /// `batch` (step 3's second half and step 4's start, under the caller's locks).
+    /// Queues what the embedder staged and the due timers behind what is ready, then
+    /// moves everything ready into `batch` (step 3's second half and step 4's start,
+    /// under the caller's locks).
     fn take_batch<D: Dispatch<R, T, H>>(
         &self,
         dispatch: &D,
@@ -330,6 +342,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         batch: &mut VecDeque<R>,
         discarded: &mut Vec<T>,
     ) {
+        dispatch.take_staged(ready);
         queue_due_timers(dispatch, timers, ready, self.clock_resolution, discarded);
         *batch = ready.take_batch(std::mem::take(batch));
     }

@@ -34,6 +34,11 @@ impl<T> ReadyQueue<T> {
         self.queue.push_back(item);
     }
 
+    /// Appends callbacks, in order.
+    pub fn extend(&mut self, items: impl IntoIterator<Item = T>) {
+        self.queue.extend(items);
+    }
+
     /// Takes everything queued so far, leaving the queue empty (and its spare capacity
     /// with `spare`, a drained batch from an earlier iteration, to avoid reallocation).
     pub fn take_batch(&mut self, spare: VecDeque<T>) -> VecDeque<T> {

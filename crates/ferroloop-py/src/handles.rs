@@ -22,7 +22,6 @@
 //! timer queue's cancel counter, which it bumps when cancelled while queued (see
 //! `ferroloop_core::TimerQueue`).
 
-use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -35,33 +34,8 @@ use pyo3::PyTraverseError;
 
 use crate::ffi;
 use crate::py;
+use crate::py::GilCell;
 use crate::queued::Queued;
-
-/// A value that only code holding the GIL reads or replaces (the module is declared
-/// `gil_used`, so there is always a GIL).
-struct GilCell<T>(UnsafeCell<T>);
-
-// SAFETY: every access goes through `with`/`replace`, which take a `Python` token (the
-// GIL is held, so no two threads access it at once) or happen in `__traverse__`, which
-// the collector calls with the GIL held.
-unsafe impl<T: Send> Sync for GilCell<T> {}
-
-impl<T> GilCell<T> {
-    /// `f` on the value; `f` must not call into Python (it could re-enter `replace`).
-    fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&T) -> R) -> R {
-        // SAFETY: the GIL is held (we have a token) and `f` runs no Python code, so no
-        // `replace` can run while the shared reference lives.
-        f(unsafe { &*self.0.get() })
-    }
-
-    /// Puts `value` in and returns the old value (drop it after this returns: dropping
-    /// Python objects may run Python code).
-    fn replace(&self, _py: Python<'_>, value: T) -> T {
-        // SAFETY: the GIL is held and no reference from `with` outlives its closure, so
-        // this is the only reference for the duration of the swap.
-        unsafe { std::mem::replace(&mut *self.0.get(), value) }
-    }
-}
 
 /// What a handle would call: the callable and its arguments until `cancel()`.
 enum Target {
@@ -113,10 +87,10 @@ impl Callback {
             None
         };
         Ok(Callback {
-            target: GilCell(UnsafeCell::new(Target::Live {
+            target: GilCell::new(Target::Live {
                 callback: callback.unbind(),
                 args: args.unbind(),
-            })),
+            }),
             context: context.unbind(),
             cancelled: AtomicBool::new(false),
             source_traceback,
@@ -240,7 +214,7 @@ impl Callback {
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         // SAFETY: the collector calls tp_traverse with the GIL held and visiting runs no
         // Python code, so nothing replaces the target meanwhile (see `GilCell`).
-        if let Target::Live { callback, args } = unsafe { &*self.target.0.get() } {
+        if let Target::Live { callback, args } = unsafe { self.target.in_traverse() } {
             visit.call(callback)?;
             visit.call(args)?;
         }

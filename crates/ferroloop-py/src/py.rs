@@ -1,4 +1,5 @@
-//! Python objects the binding looks up once per interpreter, and the [`intern!`] macro.
+//! Python objects the binding looks up once per interpreter, the [`intern!`] macro, and
+//! [`GilCell`], state guarded by the GIL instead of a lock.
 //!
 //! Invariant: nothing here waits for another thread. PyO3's `PyOnceLock` (and so its
 //! `intern!`) releases the GIL while its `Once` is marked "running"; a thread that
@@ -8,10 +9,59 @@
 //! computes the value with the GIL held and only then stores it (a racing thread's value
 //! is dropped), so no `Once` is ever running while another Python thread can fork.
 
+use std::cell::UnsafeCell;
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
+
+/// A value that only code holding the GIL reads or changes (the module is declared
+/// `gil_used`, so there is always a GIL): shared state with no lock.
+pub struct GilCell<T>(UnsafeCell<T>);
+
+// SAFETY: every access goes through `with`/`with_mut`/`replace`, which take a `Python`
+// token (the GIL is held, so no two threads access it at once), or `in_traverse`, which
+// the collector calls with the GIL held.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    pub const fn new(value: T) -> Self {
+        GilCell(UnsafeCell::new(value))
+    }
+
+    /// `f` on the value; `f` must not call into Python (it could re-enter the cell).
+    pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&T) -> R) -> R {
+        // SAFETY: the GIL is held (we have a token) and `f` runs no Python code, so no
+        // mutable access can run while the shared reference lives.
+        f(unsafe { &*self.0.get() })
+    }
+
+    /// `f` on the value, mutably; `f` must not call into Python nor drop Python objects
+    /// (that may run Python code, which could re-enter the cell).
+    pub fn with_mut<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: as `with`: the GIL is held and `f` runs no Python code, so this is the
+        // only reference while `f` runs.
+        f(unsafe { &mut *self.0.get() })
+    }
+
+    /// Puts `value` in and returns the old value (drop it after this returns: dropping
+    /// Python objects may run Python code).
+    pub fn replace(&self, _py: Python<'_>, value: T) -> T {
+        // SAFETY: the GIL is held and no reference from `with` outlives its closure, so
+        // this is the only reference for the duration of the swap.
+        unsafe { std::mem::replace(&mut *self.0.get(), value) }
+    }
+
+    /// The value, from a `__traverse__` (which gets no GIL token).
+    ///
+    /// # Safety
+    /// Only from a `__traverse__`: the collector holds the GIL and runs no Python code
+    /// while it traverses, so nothing changes the value meanwhile.
+    pub unsafe fn in_traverse(&self) -> &T {
+        // SAFETY: see the contract above.
+        unsafe { &*self.0.get() }
+    }
+}
 
 /// A value computed with the GIL held on first use and kept for the process's life.
 pub struct Cached<T>(OnceLock<T>);

@@ -28,12 +28,14 @@ impl LoopCore {
     /// released (destructors may run Python code that calls the loop).
     pub(super) fn discard_queued(&self) {
         let discarded = self.driver.discard_all();
-        Python::attach(|py| {
+        let staged = Python::attach(|py| {
             for owner in &discarded.2 {
                 owner.loop_closed(py);
             }
+            self.staged.replace(py, Vec::new())
         });
         drop(discarded);
+        drop(staged);
     }
 
     /// See `_after_fork_in_child`. Fds that did not survive the fork lose their callbacks.
@@ -59,6 +61,10 @@ impl LoopCore {
 
     /// Reports the handles in the queues to the collector (never blocks: see the driver).
     pub(super) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // SAFETY: called from `__traverse__`.
+        for entry in unsafe { self.staged.in_traverse() } {
+            entry.traverse(visit)?;
+        }
         self.driver.try_visit(
             |entry| entry.traverse(visit),
             |timer| timer.traverse(visit),

@@ -39,6 +39,7 @@ use pyo3::PyTraverseError;
 
 use crate::errors::{loop_closed, os_error};
 use crate::handles::{Handle, TimerHandle};
+use crate::py::GilCell;
 use crate::queued::Queued;
 use crate::process::ChildWatch;
 use crate::ready::{FdOwner, Ready};
@@ -53,6 +54,11 @@ type LoopDriver = Driver<Ready, Queued<TimerHandle>, FdOwner>;
 #[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]
 pub struct LoopCore {
     driver: LoopDriver,
+    /// Callbacks scheduled (`call_soon`, `call_soon_threadsafe`) since the driver last
+    /// took them: appended under the GIL with no lock; the driver moves them to its ready
+    /// queue at the start of each iteration and when it takes the batch
+    /// (`Dispatch::take_staged`), so they run in order, in the next iteration.
+    staged: GilCell<Vec<Ready>>,
     /// The driver's timer cancel counter, kept here so scheduling a timer takes one lock.
     timer_cancel_counter: Arc<AtomicUsize>,
     closed: AtomicBool,
@@ -77,6 +83,11 @@ pub struct LoopCore {
 }
 
 impl LoopCore {
+    /// Queues `entry` for the next iteration (see `staged`).
+    fn stage(&self, py: Python<'_>, entry: Ready) {
+        self.staged.with_mut(py, |staged| staged.push(entry));
+    }
+
     fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(loop_closed())
@@ -127,6 +138,7 @@ impl LoopCore {
         Ok(LoopCore {
             timer_cancel_counter: driver.timer_cancel_counter(),
             driver,
+            staged: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
             running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
@@ -346,7 +358,12 @@ impl LoopCore {
     /// the deque itself; code reads it only to test for emptiness or count).
     #[getter]
     fn _ready(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
-        self.driver.map_ready(|entry| entry.object(py))
+        let mut ready = self.driver.map_ready(|entry| entry.object(py));
+        let staged = self.staged.with(py, |staged| {
+            staged.iter().map(|entry| entry.object(py)).collect::<Vec<_>>()
+        });
+        ready.extend(staged);
+        ready
     }
 
     /// Marks the loop closed, drops everything queued and closes the poller and waker
@@ -410,13 +427,13 @@ impl LoopCore {
 
     /// The core's counters for `Loop.stats()`: `(iterations, callbacks_run,
     /// poll_seconds, ready, timers, cancelled_timers, watched_fds)`.
-    fn _stats_counters(&self) -> (u64, u64, f64, usize, usize, usize, usize) {
+    fn _stats_counters(&self, py: Python<'_>) -> (u64, u64, f64, usize, usize, usize, usize) {
         let (timers, cancelled) = self.driver.timer_counts();
         (
             self.iterations.load(Ordering::Relaxed),
             self.callbacks_run.load(Ordering::Relaxed),
             f64::from_bits(self.poll_seconds.load(Ordering::Relaxed)),
-            self.driver.ready_len(),
+            self.driver.ready_len() + self.staged.with(py, Vec::len),
             timers,
             cancelled,
             self.driver.fd_count(),

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 
-use ferroloop_core::{clock, Dispatch, Side, TurnError};
+use ferroloop_core::{clock, Dispatch, ReadyQueue, Side, TurnError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -42,6 +42,14 @@ impl Dispatch<Ready, Queued<TimerHandle>, FdOwner> for Iteration<'_, '_> {
 
     fn is_cancelled(&self, entry: &Ready) -> bool {
         entry.is_cancelled()
+    }
+
+    fn take_staged(&self, ready: &mut ReadyQueue<Ready>) {
+        let py = self.slf.py();
+        self.slf
+            .get()
+            .staged
+            .with_mut(py, |staged| ready.extend(staged.drain(..)));
     }
 
     fn blocking<F>(&self, wait: F) -> io::Result<usize>

@@ -78,7 +78,7 @@ impl LoopCore {
         let queued = Handle::create_queued(py, Callback::new(py, callback, args, context, debug)?)?;
         core.check_closed()?;
         let handle = queued.handle(py);
-        core.driver.push_ready(Ready::Handle(queued));
+        core.stage(py, Ready::Handle(queued));
         Ok(handle)
     }
 
