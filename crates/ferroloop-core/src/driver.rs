@@ -344,7 +344,7 @@ impl<R, T: Timer, H> Driver<R, T, H> {
     ) {
         dispatch.take_staged(ready);
         queue_due_timers(dispatch, timers, ready, self.clock_resolution, discarded);
-        *batch = ready.take_batch(std::mem::take(batch));
+        ready.take_batch(batch);
     }
 
     fn poll_timeout(&self, timers: &TimerQueue<T>, nothing_ready: bool) -> Option<Duration> {

@@ -34,16 +34,24 @@ impl<T> ReadyQueue<T> {
         self.queue.push_back(item);
     }
 
-    /// Appends callbacks, in order.
-    pub fn extend(&mut self, items: impl IntoIterator<Item = T>) {
-        self.queue.extend(items);
+    /// Moves every callback of `more` to the back of the queue, in order, leaving
+    /// `more` empty (when the queue is empty the two deques are just swapped).
+    pub fn append(&mut self, more: &mut VecDeque<T>) {
+        if more.is_empty() {
+            return;
+        }
+        if self.queue.is_empty() {
+            std::mem::swap(&mut self.queue, more);
+        } else {
+            self.queue.append(more);
+        }
     }
 
-    /// Takes everything queued so far, leaving the queue empty (and its spare capacity
-    /// with `spare`, a drained batch from an earlier iteration, to avoid reallocation).
-    pub fn take_batch(&mut self, spare: VecDeque<T>) -> VecDeque<T> {
-        debug_assert!(spare.is_empty());
-        std::mem::replace(&mut self.queue, spare)
+    /// Moves everything queued so far into `batch`, an empty deque (a drained batch of
+    /// an earlier iteration: the two swap storage, so neither reallocates nor drops).
+    pub fn take_batch(&mut self, batch: &mut VecDeque<T>) {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut self.queue, batch);
     }
 
     /// Puts the unrun remainder of a batch back in front of anything queued since.
@@ -85,10 +93,25 @@ mod tests {
         let mut q = ReadyQueue::new();
         q.push(1);
         q.push(2);
-        let batch = q.take_batch(VecDeque::new());
+        let mut batch = VecDeque::new();
+        q.take_batch(&mut batch);
         q.push(3); // scheduled while the batch runs
         assert_eq!(batch.into_iter().collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn appended_entries_go_behind_in_order() {
+        let mut q = ReadyQueue::new();
+        let mut staged = VecDeque::from([1, 2]);
+        q.append(&mut staged); // empty queue: takes them over
+        assert!(staged.is_empty());
+        staged.extend([3, 4]);
+        q.append(&mut staged);
+        assert!(staged.is_empty());
+        let mut batch = VecDeque::new();
+        q.take_batch(&mut batch);
+        assert_eq!(batch.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     }
 
     #[test]
@@ -97,7 +120,8 @@ mod tests {
         for i in 0..4 {
             q.push(i);
         }
-        let mut batch = q.take_batch(VecDeque::new());
+        let mut batch = VecDeque::new();
+        q.take_batch(&mut batch);
         assert_eq!(batch.pop_front(), Some(0));
         q.push(10);
         q.requeue_front(batch);

@@ -95,12 +95,14 @@ pub fn is_gc_tracked(obj: &Py<impl pyo3::PyClass>) -> bool {
 /// collected, but nothing breaks).
 pub fn track_if_shared(obj: &Py<impl pyo3::PyClass>) {
     let ptr = obj.as_ptr();
-    // SAFETY: the GIL is held when `PyGILState_Check` says so; with it, reading the
-    // refcount and tracking state of an object we hold a reference to is sound, and an
-    // initialised GC object that is not tracked may be tracked at any time.
+    // SAFETY: the refcount of an object we hold a reference to is read first, without
+    // asking for the GIL (a pointer-sized aligned read: at worst stale if a caller broke
+    // the rule, and the GIL is checked before anything changes); with the GIL held,
+    // reading the tracking state is sound, and an initialised GC object that is not
+    // tracked may be tracked at any time.
     unsafe {
-        if ffi::PyGILState_Check() != 0
-            && ffi::Py_REFCNT(ptr) > 1
+        if ffi::Py_REFCNT(ptr) > 1
+            && ffi::PyGILState_Check() != 0
             && ffi::PyObject_GC_IsTracked(ptr) == 0
         {
             ffi::PyObject_GC_Track(ptr.cast());

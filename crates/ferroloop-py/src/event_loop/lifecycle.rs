@@ -1,6 +1,7 @@
 //! End of life and process events: `close()`, the child side of `fork()`, and the
 //! garbage collector's view of what the loop holds.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use pyo3::gc::PyVisit;
@@ -32,7 +33,7 @@ impl LoopCore {
             for owner in &discarded.2 {
                 owner.loop_closed(py);
             }
-            self.staged.replace(py, Vec::new())
+            self.staged.replace(py, VecDeque::new())
         });
         drop(discarded);
         drop(staged);

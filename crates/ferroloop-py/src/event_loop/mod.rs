@@ -25,6 +25,7 @@ mod schedule;
 mod signals;
 mod timing;
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,7 +59,7 @@ pub struct LoopCore {
     /// took them: appended under the GIL with no lock; the driver moves them to its ready
     /// queue at the start of each iteration and when it takes the batch
     /// (`Dispatch::take_staged`), so they run in order, in the next iteration.
-    staged: GilCell<Vec<Ready>>,
+    staged: GilCell<VecDeque<Ready>>,
     /// The driver's timer cancel counter, kept here so scheduling a timer takes one lock.
     timer_cancel_counter: Arc<AtomicUsize>,
     closed: AtomicBool,
@@ -85,7 +86,7 @@ pub struct LoopCore {
 impl LoopCore {
     /// Queues `entry` for the next iteration (see `staged`).
     fn stage(&self, py: Python<'_>, entry: Ready) {
-        self.staged.with_mut(py, |staged| staged.push(entry));
+        self.staged.with_mut(py, |staged| staged.push_back(entry));
     }
 
     fn check_closed(&self) -> PyResult<()> {
@@ -138,7 +139,7 @@ impl LoopCore {
         Ok(LoopCore {
             timer_cancel_counter: driver.timer_cancel_counter(),
             driver,
-            staged: GilCell::new(Vec::new()),
+            staged: GilCell::new(VecDeque::new()),
             closed: AtomicBool::new(false),
             running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
@@ -325,7 +326,7 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         core.running.store(true, Ordering::Release);
-        let mut batch = std::collections::VecDeque::new();
+        let mut batch = VecDeque::new();
         let result = loop {
             if let Err(err) = run::turn(slf, &mut batch) {
                 break Err(err);
@@ -351,7 +352,7 @@ impl LoopCore {
                 "_run_once() cannot step a loop that is running; stop it first",
             ));
         }
-        run::turn(slf, &mut std::collections::VecDeque::new())
+        run::turn(slf, &mut VecDeque::new())
     }
 
     /// A snapshot of the handles waiting for the next iteration (asyncio's `_ready` is
@@ -433,7 +434,7 @@ impl LoopCore {
             self.iterations.load(Ordering::Relaxed),
             self.callbacks_run.load(Ordering::Relaxed),
             f64::from_bits(self.poll_seconds.load(Ordering::Relaxed)),
-            self.driver.ready_len() + self.staged.with(py, Vec::len),
+            self.driver.ready_len() + self.staged.with(py, VecDeque::len),
             timers,
             cancelled,
             self.driver.fd_count(),

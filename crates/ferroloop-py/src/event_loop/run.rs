@@ -49,7 +49,7 @@ impl Dispatch<Ready, Queued<TimerHandle>, FdOwner> for Iteration<'_, '_> {
         self.slf
             .get()
             .staged
-            .with_mut(py, |staged| ready.extend(staged.drain(..)));
+            .with_mut(py, |staged| ready.append(staged));
     }
 
     fn blocking<F>(&self, wait: F) -> io::Result<usize>
