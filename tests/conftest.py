@@ -33,8 +33,9 @@ import types
 
 import pytest
 
-# Loaded as a plugin by the monitor tests (its fixtures assert): rewrite its asserts.
-pytest.register_assert_rewrite("looptest_monitor")
+# Loaded as plugins by the monitor and TLS tests (their fixtures assert): rewrite their
+# asserts.
+pytest.register_assert_rewrite("looptest_monitor", "looptest_tls")
 
 from looptest_support import REFERENCE_LOOP, SAFETY_NETS_FIRED  # noqa: E402
 

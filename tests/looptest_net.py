@@ -7,6 +7,7 @@ with modules of other test directories.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import time
 
@@ -161,3 +162,91 @@ class EchoProtocol(asyncio.Protocol):
 
     def eof_received(self):
         return None  # close (after the echo is flushed)
+
+
+class BulkPeer(asyncio.Protocol):
+    """Sends ``payload`` (with back-pressure) and hashes what it receives.
+
+    ``complete`` is set once ``expect`` bytes arrived, ``sent`` once the whole payload
+    was handed to the transport. With ``half_close`` it then calls ``write_eof()`` and
+    keeps its side open when the peer's EOF comes (``eof`` is set); a TLS transport has
+    no ``write_eof`` (asyncio's ``SSLProtocol`` cannot half-close), so over TLS the end
+    of the data is its expected length.
+    """
+
+    def __init__(self, loop, payload, expect, chunk=256 * 1024, half_close=False):
+        self.loop = loop
+        self.payload = payload
+        self.expect = expect
+        self.chunk = chunk
+        self.half_close = half_close
+        self.digest = hashlib.sha256()
+        self.received = 0
+        self.complete = loop.create_future()
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+        self.sent = loop.create_future()  # a future from the start: a server's protocol
+        self.can_write = None  # exists before its handshake is done
+        self.pauses = self.resumes = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._sending = asyncio.ensure_future(self._send())
+
+    async def _send(self):
+        view = memoryview(self.payload)
+        try:
+            for start in range(0, len(view), self.chunk):
+                self.transport.write(view[start : start + self.chunk])
+                if self.can_write is not None and not self.can_write.done():
+                    await self.can_write
+            if self.half_close:
+                self.transport.write_eof()
+        except BaseException as exc:
+            self.sent.set_exception(exc)
+            raise
+        self.sent.set_result(len(view))
+
+    def data_received(self, data):
+        self.digest.update(data)
+        self.received += len(data)
+        if self.received >= self.expect and not self.complete.done():
+            self.complete.set_result(None)
+
+    def eof_received(self):
+        self.eof.set_result(None)
+        return self.half_close  # if so, keep our half open until our own send is done
+
+    def pause_writing(self):
+        self.pauses += 1
+        self.can_write = self.loop.create_future()
+
+    def resume_writing(self):
+        self.resumes += 1
+        self.can_write.set_result(None)
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class LineClient(asyncio.Protocol):
+    """Sends ``line`` once connected; ``echoed`` resolves with what came back."""
+
+    def __init__(self, loop, line):
+        self.line = line
+        self.data = b""
+        self.echoed = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.line)
+
+    def data_received(self, data):
+        self.data += data
+        if len(self.data) >= len(self.line) and not self.echoed.done():
+            self.echoed.set_result(self.data)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)

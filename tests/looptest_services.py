@@ -1,4 +1,5 @@
-"""Real servers for the library tests (``test_libs_db.py``): PostgreSQL and Redis.
+"""Real servers for the library tests (``test_libs_db.py``): PostgreSQL and Redis; and the
+test certificates of the TLS library tests (``test_libs_db.py``, ``test_libs_http.py``).
 
 Each is started once per pytest session by a fixture, on a free loopback port and with
 its Unix socket in a fresh temporary directory, and stopped (and its directory removed)
@@ -12,6 +13,16 @@ When they are missing, the tests that need them are skipped with the reason, exc
 PostgreSQL refuses to run as root; as root, ``initdb`` and ``pg_ctl`` run as the
 ``postgres`` user (``runuser``), which owns the temporary directory. The cluster trusts
 every local and loopback connection (user ``postgres``, no password).
+
+``postgres_tls_server`` is a second cluster with ``ssl=on``: its certificate and key
+(``server.crt``/``server.key`` in its data directory, the key mode 0600 and owned by the
+user postgres runs as) come from ``tls_certs``. The plain ``postgres_server`` stays
+without TLS, so that ``ssl="prefer"`` there still means "the server declines".
+
+``tls_certs`` (session-scoped) is the test PKI of ``looptest_tls.make_certs`` (made with
+the ``openssl`` command in a temporary directory): a test CA, a server certificate for
+``localhost`` (subjectAltName ``DNS:localhost,IP:127.0.0.1``) signed by it, and a second
+CA no client trusts; ``looptest_tls.client_context``/``server_context`` make the contexts.
 
 Deliberately unusual module name (see ``looptest_support``).
 """
@@ -82,15 +93,33 @@ def _wait_for(predicate, what, timeout=START_TIMEOUT, log=None):
         time.sleep(0.05)
 
 
+# --------------------------------------------------------------- test certificates
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory):
+    """The session's test PKI, made by ``looptest_tls.make_certs`` (``openssl``): paths
+    ``ca``, ``server_cert``/``server_key`` (localhost), ``other_ca`` (trusted by nobody)."""
+    import looptest_tls  # here: the rest of this module does not need it
+
+    if looptest_tls.OPENSSL is None:
+        service_unavailable("the openssl command (to make the test certificates) not found")
+    return looptest_tls.make_certs(tmp_path_factory.mktemp("tls-certs"))
+
+
 class PostgresServer:
-    """A throw-away PostgreSQL cluster: ``host``/``port`` (TCP) and ``socket_dir`` (Unix)."""
+    """A throw-away PostgreSQL cluster: ``host``/``port`` (TCP) and ``socket_dir`` (Unix);
+    with ``ssl=on`` and ``certs``' server certificate when ``certs`` (``tls_certs``) is
+    given."""
 
     user = "postgres"
     database = "postgres"
     host = "127.0.0.1"
 
-    def __init__(self, bindir):
+    def __init__(self, bindir, certs=None):
         self.bindir = bindir
+        self.certs = certs
+        self._owner = None  # (uid, gid) postgres runs as, when root
         self.tmp = tempfile.mkdtemp(prefix="ferroloop-pg-")  # /tmp: reachable by postgres
         self.datadir = os.path.join(self.tmp, "data")
         self.socket_dir = self.tmp
@@ -103,6 +132,7 @@ class PostgresServer:
                 pw = pwd.getpwnam("postgres")
             except KeyError:
                 raise RuntimeError("running as root and there is no 'postgres' user") from None
+            self._owner = (pw.pw_uid, pw.pw_gid)
             os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
             runuser = shutil.which("runuser")
             if runuser is None:
@@ -120,12 +150,16 @@ class PostgresServer:
     def start(self):
         self._run("initdb", "-D", self.datadir, "-U", self.user, "-A", "trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
+        tls = ""
+        if self.certs is not None:
+            self._install_certificate()
+            tls = " -c ssl=on"
         last = None
         for _ in range(3):  # a free port may be taken before postgres binds it: retry
             self.port = free_port()
             options = (f"-c listen_addresses={self.host} -p {self.port} -k {self.socket_dir} "
                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                       "-c max_connections=60")
+                       "-c max_connections=60" + tls)
             try:
                 self._run("pg_ctl", "-D", self.datadir, "-l", self.log, "-w", "-t",
                           str(int(START_TIMEOUT)), "-o", options, "start")
@@ -135,6 +169,18 @@ class PostgresServer:
             _wait_for(self._accepts_tcp, "postgres", log=self.log)
             return self
         raise last
+
+    def _install_certificate(self):
+        """``server.crt``/``server.key`` in the data directory (postgres's defaults for
+        ``ssl_cert_file``/``ssl_key_file``); postgres refuses a key file that is not owned
+        by its user or is readable by others."""
+        for src, name, mode in ((self.certs.server_cert, "server.crt", 0o644),
+                                (self.certs.server_key, "server.key", 0o600)):
+            dst = os.path.join(self.datadir, name)
+            shutil.copyfile(src, dst)
+            os.chmod(dst, mode)
+            if self._owner is not None:
+                os.chown(dst, *self._owner)
 
     def _accepts_tcp(self):
         with socket.create_connection((self.host, self.port), timeout=1):
@@ -204,18 +250,31 @@ class RedisServer:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """The session's PostgreSQL server (started on first use, stopped at the end)."""
+def _started_postgres(certs=None):
     bindir = postgres_bindir()
     if bindir is None:
         service_unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    server = PostgresServer(bindir)
+    server = PostgresServer(bindir, certs=certs)
     try:
         server.start()
     except BaseException:
         server.stop()
         raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The session's PostgreSQL server (started on first use, stopped at the end); no TLS."""
+    server = _started_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_tls_server(tls_certs):
+    """A second session PostgreSQL server, with ``ssl=on`` (certificate: ``tls_certs``)."""
+    server = _started_postgres(certs=tls_certs)
     yield server
     server.stop()
 

@@ -85,6 +85,14 @@ def aiohttp_app(static_dir=None):
         await resp.write_eof()
         return resp
 
+    @routes.get("/tls")
+    async def tls(request):
+        ssl_object = request.transport.get_extra_info("ssl_object")
+        return web.json_response({
+            "secure": request.secure, "scheme": request.scheme,
+            "version": ssl_object.version() if ssl_object is not None else None,
+        })
+
     @routes.get("/peer")
     async def peer(request):
         await asyncio.sleep(0.002)
@@ -140,18 +148,21 @@ def aiohttp_app(static_dir=None):
 
 
 @contextlib.asynccontextmanager
-async def aiohttp_server(app, path=None, shutdown_timeout=5.0):
+async def aiohttp_server(app, path=None, shutdown_timeout=5.0, ssl_context=None):
+    """``app`` served on 127.0.0.1 (or the Unix socket ``path``): ``(url, runner)``; over
+    HTTPS with ``ssl_context`` (a server ``SSLContext``)."""
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
     await runner.setup()
     if path is None:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     else:
-        site = web.UnixSite(runner, path)
+        site = web.UnixSite(runner, path, ssl_context=ssl_context)
     await site.start()
+    scheme = "http" if ssl_context is None else "https"
     if path is None:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        url = f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
     else:
-        url = "http://localhost"
+        url = f"{scheme}://localhost"
     try:
         yield url, runner
     finally:

@@ -13,6 +13,17 @@ running ``pg_sleep(10)`` with ``asyncio.wait_for``, a task cancel and ``asyncio.
 (asyncpg sends a cancel request on a second connection, the first stays usable);
 server-side errors raised as asyncpg's exception classes.
 
+Covered, asyncpg over TLS, against a second PostgreSQL cluster with ``ssl=on`` whose
+certificate is signed by a test CA (``postgres_tls_server`` and ``tls_certs`` of
+``looptest_services``; the certificates and contexts come from ``looptest_tls``). asyncpg
+asks for TLS with an SSLRequest, then upgrades the connection with ``loop.start_tls``:
+``ssl=<SSLContext trusting the test CA>`` (the server's ``pg_stat_ssl`` says the session
+is encrypted), a 4 MB ``bytea`` up and a 3 MB result down checked by hash, the default
+``ssl="prefer"``, ``ssl="require"``, a DSN with ``sslmode=verify-full&sslrootcert=``,
+``ssl=False`` and the Unix socket (in the clear), a context that trusts another CA only
+(a certificate verification error), a pool of 5 TLS connections under 100 concurrent
+queries, and cancelling a running query over TLS (the cancel request also goes over TLS).
+
 Covered, redis.asyncio: SET/GET (1 MB values included) over TCP and the Unix socket,
 transactional and plain pipelines, pub/sub with channel and pattern subscriptions,
 ``BLPOP`` woken by another client and ``BLPOP`` cancelled by ``asyncio.timeout`` (the
@@ -27,12 +38,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import ssl
 import time
 
 import pytest
 
 from looptest_net import run
-from looptest_services import postgres_server, redis_server  # noqa: F401 (fixtures)
+from looptest_services import (  # noqa: F401 (fixtures)
+    postgres_server,
+    postgres_tls_server,
+    redis_server,
+    tls_certs,
+)
+from looptest_tls import client_context
 
 asyncpg = pytest.importorskip(
     "asyncpg", reason="asyncpg is not installed (requirements-libs.txt lists it)"
@@ -240,21 +258,30 @@ async def _until(predicate):
         await asyncio.sleep(0.005)
 
 
+async def time_out_then_cancel(conn):
+    """``pg_sleep(10)`` stopped by ``wait_for``'s timeout, then one whose task is
+    cancelled (asyncpg sends the server a cancel request each time, on a connection of
+    its own); returns how long the timeout took."""
+    t0 = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(conn.fetchval("SELECT pg_sleep(10)"), 0.3)
+    waited = time.monotonic() - t0
+    task = asyncio.ensure_future(conn.execute("SELECT pg_sleep(10)"))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return waited
+
+
 def test_asyncpg_cancel_running_query(loop, pg):
     async def main():
         conn = await asyncpg.connect(**pg)
         try:
             pid = conn.get_server_pid()
             t0 = time.monotonic()
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(conn.fetchval("SELECT pg_sleep(10)"), 0.3)
-            waited = time.monotonic() - t0
+            waited = await time_out_then_cancel(conn)
             after_timeout = await conn.fetchval("SELECT 'still usable'")
-            task = asyncio.ensure_future(conn.execute("SELECT pg_sleep(10)"))
-            await asyncio.sleep(0.2)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
             after_cancel = await conn.fetchval("SELECT pg_backend_pid()")
             with pytest.raises(asyncio.TimeoutError):
                 await cancel_after(0.2, conn.fetch("SELECT pg_sleep(10)"))
@@ -298,6 +325,128 @@ def test_asyncpg_server_errors(loop, pg):
         ("PostgresSyntaxError", "42601"),
     ]
     assert count == 1  # the connection is still usable after every error
+
+
+# ------------------------------------------------------------ asyncpg over TLS
+
+
+@pytest.fixture
+def pg_tls(postgres_tls_server):  # noqa: F811
+    """Connection keyword arguments for the session's TLS PostgreSQL over TCP."""
+    server = postgres_tls_server
+    return {"host": server.host, "port": server.port, "user": server.user,
+            "database": server.database}
+
+
+SSL_STATUS = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+async def _ssl_status(conn):
+    row = await conn.fetchrow(SSL_STATUS)
+    return row["ssl"], row["version"]
+
+
+def test_asyncpg_tls_verified_context(loop, pg_tls, tls_certs):  # noqa: F811
+    up = hashlib.sha256(b"up").digest() * (4 * 1024 * 1024 // 32)  # 4 MB
+    expected_down = "".join(hashlib.md5(str(i).encode()).hexdigest() for i in range(1, 100_001))
+
+    async def main():
+        conn = await asyncpg.connect(**pg_tls, ssl=client_context(tls_certs))
+        try:
+            status = await _ssl_status(conn)
+            row = await conn.fetchrow(
+                "SELECT length($1::bytea) AS n, encode(sha256($1::bytea), 'hex') AS h", up)
+            echoed = await conn.fetchval("SELECT $1::bytea", up)
+            down = await conn.fetchval(  # 3.2 MB of text made by the server
+                "SELECT string_agg(md5(i::text), '' ORDER BY i) FROM generate_series(1, 100000) i")
+            return status, (row["n"], row["h"]), hashlib.sha256(echoed).hexdigest(), down
+        finally:
+            await conn.close()
+
+    (encrypted, version), (n, server_hash), echoed_hash, down = run(loop, main(), TIMEOUT)
+    assert encrypted is True
+    assert version.startswith("TLSv1."), version
+    assert (n, server_hash, echoed_hash) == (len(up), hashlib.sha256(up).hexdigest(),
+                                             hashlib.sha256(up).hexdigest())
+    assert hashlib.sha256(down.encode()).hexdigest() == \
+        hashlib.sha256(expected_down.encode()).hexdigest()
+
+
+def test_asyncpg_tls_modes(loop, postgres_tls_server, pg_tls, tls_certs):  # noqa: F811
+    dsn = (f"postgresql://{pg_tls['user']}@{pg_tls['host']}:{pg_tls['port']}/{pg_tls['database']}"
+           f"?sslmode=verify-full&sslrootcert={tls_certs.ca}")
+
+    async def status_of(**kwargs):
+        conn = await asyncpg.connect(**kwargs)
+        try:
+            return (await _ssl_status(conn))[0], await conn.fetchval("SELECT 6 * 7")
+        finally:
+            await conn.close()
+
+    async def main():
+        got = {
+            "prefer": await status_of(**pg_tls),  # the default: this server says yes
+            "require": await status_of(**pg_tls, ssl="require"),  # encrypted, not verified
+            "verify-full dsn": await status_of(dsn=dsn),
+            "no tls": await status_of(**pg_tls, ssl=False),
+            "unix": await status_of(host=postgres_tls_server.socket_dir,
+                                    port=pg_tls["port"], user=pg_tls["user"],
+                                    database=pg_tls["database"]),
+        }
+        untrusted = client_context(tls_certs, trust="other_ca")  # not the server's CA
+        with pytest.raises(ssl.SSLCertVerificationError) as info:
+            await asyncpg.connect(**pg_tls, ssl=untrusted)
+        return got, info.value.verify_message
+
+    got, verify_message = run(loop, main(), TIMEOUT)
+    assert got == {
+        "prefer": (True, 42),
+        "require": (True, 42),
+        "verify-full dsn": (True, 42),
+        "no tls": (False, 42),  # the same server, in the clear when asked
+        "unix": (False, 42),
+    }
+    assert "unable to get local issuer certificate" in verify_message, verify_message
+
+
+def test_asyncpg_tls_pool_concurrent_queries(loop, pg_tls, tls_certs):  # noqa: F811
+    async def main():
+        async with asyncpg.create_pool(**pg_tls, ssl=client_context(tls_certs),
+                                       min_size=5, max_size=5) as pool:
+            async def one(i):
+                async with pool.acquire() as conn:
+                    return await conn.fetchrow(
+                        "SELECT $1::int * 3 AS v, pg_backend_pid() AS pid, s.ssl, pg_sleep(0.005)"
+                        " FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()", i)
+
+            rows = await asyncio.gather(*(one(i) for i in range(100)))
+            return ([r["v"] for r in rows], {r["pid"] for r in rows}, {r["ssl"] for r in rows},
+                    pool.get_size())
+
+    values, pids, ssl_flags, size = run(loop, main(), TIMEOUT)
+    assert values == [3 * i for i in range(100)]
+    assert ssl_flags == {True}  # every pooled connection is encrypted
+    assert size == 5
+    assert 2 <= len(pids) <= 5  # the queries really were spread over the pool
+
+
+def test_asyncpg_tls_cancel_running_query(loop, pg_tls, tls_certs):  # noqa: F811
+    async def main():
+        conn = await asyncpg.connect(**pg_tls, ssl=client_context(tls_certs))
+        try:
+            pid = conn.get_server_pid()
+            t0 = time.monotonic()
+            waited = await time_out_then_cancel(conn)
+            after = await conn.fetchrow(
+                "SELECT pg_backend_pid() AS pid, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            return waited, after["pid"] == pid, after["ssl"], time.monotonic() - t0
+        finally:
+            await conn.close()
+
+    waited, same_backend, encrypted, total = run(loop, main(), TIMEOUT)
+    assert waited < 5  # the cancel request (over TLS) stopped pg_sleep(10)
+    assert same_backend and encrypted is True
+    assert total < 8
 
 
 # --------------------------------------------------------------------- redis

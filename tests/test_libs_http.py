@@ -15,6 +15,14 @@ connection and an in-flight request), static files (``add_static``: ``web.FileRe
 which uses ``loop.sendfile``; a full 8 MB file, a Range request, a 304), and the same app
 on a UnixSite.
 
+Covered, aiohttp over TLS (``TCPSite(ssl_context=...)`` and a ``ClientSession`` whose
+connector trusts the test CA: ``tls_certs`` of ``looptest_services``; the certificates and
+contexts come from ``looptest_tls``): the handler sees an encrypted request, the client
+sees the server's certificate, 40 concurrent requests, a 4 MB request body and a 4 MB
+response body checked by SHA-256 (the response also read slowly), a WebSocket over
+``wss://``, and a client that trusts another CA only (``ClientConnectorCertificateError``;
+the server keeps serving).
+
 Covered, uvicorn (``uvicorn.Server(...).serve()`` as a task on the loop under test: with
 ``loop="none"`` uvicorn installs no loop of its own and uses the running one), for both the
 h11 and the httptools HTTP protocol, queried by ``httpx.AsyncClient``: FastAPI JSON
@@ -43,6 +51,8 @@ import time
 import pytest
 
 from looptest_net import MB, run, unix_path, until
+from looptest_services import tls_certs  # noqa: F401 (fixture)
+from looptest_tls import client_context, server_context
 
 
 def _need(name):
@@ -100,6 +110,20 @@ def test_aiohttp_get_post(loop):
     ]
 
 
+async def read_slowly(session, url):
+    """The sha256 of ``url``'s body, read in small chunks with pauses (so the client's
+    transport pauses reading and resumes)."""
+    digest = hashlib.sha256()
+    async with session.get(url) as resp:
+        n = 0
+        async for chunk in resp.content.iter_chunked(32 * 1024):
+            digest.update(chunk)
+            n += 1
+            if n % 16 == 0:
+                await asyncio.sleep(0.001)
+    return digest.hexdigest()
+
+
 def test_aiohttp_large_bodies(loop):
     payload = blob(BIG)[::-1]
 
@@ -110,15 +134,8 @@ def test_aiohttp_large_bodies(loop):
             async with session.get(f"{url}/blob/{BIG}") as resp:
                 downloaded = await resp.read()
                 length = int(resp.headers["Content-Length"])
-            slowly = hashlib.sha256()  # the same, read slowly: the client pauses reading
-            async with session.get(f"{url}/blob/{BIG}") as resp:
-                n = 0
-                async for chunk in resp.content.iter_chunked(32 * 1024):
-                    slowly.update(chunk)
-                    n += 1
-                    if n % 16 == 0:
-                        await asyncio.sleep(0.001)
-            return uploaded, length, sha(downloaded), slowly.hexdigest()
+            slow_digest = await read_slowly(session, f"{url}/blob/{BIG}")  # the same
+            return uploaded, length, sha(downloaded), slow_digest
 
     uploaded, length, digest, slow_digest = run(loop, main(), TIMEOUT)
     assert uploaded == {"len": BIG, "sha256": sha(payload)}
@@ -288,6 +305,73 @@ def test_aiohttp_unix_site(loop, tmp_path):
 
     assert run(loop, main(), TIMEOUT) == (
         "hello unix", {"len": MB, "sha256": sha(payload)}, "OVER UNIX")
+
+
+# ------------------------------------------------------------ aiohttp over TLS
+
+
+def test_aiohttp_https(loop, tls_certs):  # noqa: F811
+    size = 4 * MB
+    payload = blob(size)[::-1]
+
+    async def main():
+        server_ctx = server_context(tls_certs)
+        client_ctx = client_context(tls_certs)
+        async with aiohttp_server(aiohttp_app(), ssl_context=server_ctx) as (url, _), \
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as session:
+            async with session.get(f"{url}/tls") as resp:
+                seen_by_server = await resp.json()
+
+            async def one(i):
+                async with session.get(f"{url}/hello", params={"name": str(i)}) as resp:
+                    return await resp.text()
+
+            texts = await asyncio.gather(*(one(i) for i in range(40)))
+            async with session.post(f"{url}/sha256", data=io.BytesIO(payload)) as resp:
+                uploaded = await resp.json()
+            async with session.get(f"{url}/blob/{size}") as resp:
+                # the body is not read yet: the response still holds its connection
+                ssl_object = resp.connection.transport.get_extra_info("ssl_object")
+                peer_names = ssl_object.getpeercert()["subjectAltName"]
+                downloaded = sha(await resp.read())
+            slow_digest = await read_slowly(session, f"{url}/blob/{size}")
+            async with session.ws_connect(url.replace("https://", "wss://") + "/ws") as ws:
+                await ws.send_str("over tls")
+                ws_text = await ws.receive_str()
+                await ws.send_bytes(b"\x01\x02" * 50_000)
+                ws_bytes = await ws.receive_bytes()
+        return (seen_by_server, peer_names, texts, uploaded, downloaded, slow_digest,
+                ws_text, ws_bytes)
+
+    seen, peer_names, texts, uploaded, downloaded, slow_digest, ws_text, ws_bytes = run(
+        loop, main(), TIMEOUT)
+    assert seen["secure"] is True and seen["scheme"] == "https"
+    assert seen["version"].startswith("TLSv1."), seen
+    assert ("DNS", "localhost") in peer_names and ("IP Address", "127.0.0.1") in peer_names
+    assert texts == [f"hello {i}" for i in range(40)]
+    assert uploaded == {"len": size, "sha256": sha(payload)}
+    assert downloaded == slow_digest == sha(blob(size))
+    assert (ws_text, ws_bytes) == ("OVER TLS", (b"\x01\x02" * 50_000)[::-1])
+
+
+def test_aiohttp_https_untrusted_certificate(loop, tls_certs):  # noqa: F811
+    async def main():
+        async with aiohttp_server(aiohttp_app(),
+                                  ssl_context=server_context(tls_certs)) as (url, _):
+            # trusts another CA only: the server's certificate does not verify
+            untrusted = aiohttp.TCPConnector(ssl=client_context(tls_certs, trust="other_ca"))
+            async with aiohttp.ClientSession(connector=untrusted) as session:
+                with pytest.raises(aiohttp.ClientConnectorCertificateError) as info:
+                    await session.get(f"{url}/hello")
+            trusted = aiohttp.TCPConnector(ssl=client_context(tls_certs))
+            async with aiohttp.ClientSession(connector=trusted) as session, \
+                    session.get(f"{url}/hello", params={"name": "after"}) as resp:
+                after = await resp.text()
+        return info.value.certificate_error.verify_message, after
+
+    verify_message, after = run(loop, main(), TIMEOUT)
+    assert "unable to get local issuer certificate" in verify_message, verify_message
+    assert after == "hello after"  # the failed handshake did not disturb the server
 
 
 # ------------------------------------------------- uvicorn: FastAPI, Starlette

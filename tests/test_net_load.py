@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from looptest_net import MB, EchoProtocol, run, unix_path
+from looptest_net import MB, BulkPeer, EchoProtocol, LineClient, run, unix_path
 from looptest_support import open_fd_count
 
 CHUNK = 256 * 1024
@@ -32,53 +32,6 @@ def payloads():
     return up, down, hashlib.sha256(up).hexdigest(), hashlib.sha256(down).hexdigest()
 
 
-class BulkPeer(asyncio.Protocol):
-    """Sends ``payload`` (with back-pressure), then EOF; hashes what it receives."""
-
-    def __init__(self, loop, payload):
-        self.loop = loop
-        self.payload = payload
-        self.digest = hashlib.sha256()
-        self.received = 0
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.sent = None
-        self.can_write = None
-        self.pauses = self.resumes = 0
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.sent = asyncio.ensure_future(self._send())
-
-    async def _send(self):
-        view = memoryview(self.payload)
-        for start in range(0, len(view), CHUNK):
-            self.transport.write(view[start : start + CHUNK])
-            if self.can_write is not None and not self.can_write.done():
-                await self.can_write
-        self.transport.write_eof()
-
-    def data_received(self, data):
-        self.digest.update(data)
-        self.received += len(data)
-
-    def eof_received(self):
-        self.eof.set_result(None)
-        return True  # keep our half open until our own send is done
-
-    def pause_writing(self):
-        self.pauses += 1
-        self.can_write = self.loop.create_future()
-
-    def resume_writing(self):
-        self.resumes += 1
-        self.can_write.set_result(None)
-
-    def connection_lost(self, exc):
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 def test_100mb_each_way_at_once(loop, kind, tmp_path, payloads):
     # Client and server each send their own 100 MB while receiving the other's: both
@@ -87,18 +40,21 @@ def test_100mb_each_way_at_once(loop, kind, tmp_path, payloads):
     served = []
 
     def server_peer():
-        served.append(BulkPeer(loop, down))
+        served.append(BulkPeer(loop, down, expect=len(up), half_close=True))
         return served[-1]
+
+    def client_peer():
+        return BulkPeer(loop, up, expect=len(down), half_close=True)
 
     async def main():
         if kind == "tcp":
             server = await loop.create_server(server_peer, "127.0.0.1", 0)
             addr = server.sockets[0].getsockname()
-            connect = loop.create_connection(lambda: BulkPeer(loop, up), *addr)
+            connect = loop.create_connection(client_peer, *addr)
         else:
             path = unix_path(tmp_path)
             server = await loop.create_unix_server(server_peer, path)
-            connect = loop.create_unix_connection(lambda: BulkPeer(loop, up), path)
+            connect = loop.create_unix_connection(client_peer, path)
         async with server:
             transport, client = await connect
             await asyncio.gather(client.eof, client.sent)
@@ -139,25 +95,6 @@ class CountingEcho(EchoProtocol):
         CountingEcho.open_now -= 1
 
 
-class LineClient(asyncio.Protocol):
-    def __init__(self, loop, line):
-        self.line = line
-        self.data = b""
-        self.echoed = loop.create_future()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.data += data
-        if len(self.data) >= len(self.line) and not self.echoed.done():
-            self.echoed.set_result(self.data)
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
-
-
 @pytest.fixture
 def fd_room():
     """Room for both ends of every connection in this one process (soft RLIMIT_NOFILE)."""
@@ -188,9 +125,8 @@ def test_5000_concurrent_connections_to_one_server(loop, fd_room):
                 )
 
         clients = await asyncio.gather(*(connect(i) for i in range(CONNECTIONS)))
-        # Every connection is open now, and each gets its own bytes back.
-        for transport, client in clients:
-            transport.write(client.line)
+        # Every connection is open now (each sent its line when it connected), and each
+        # gets its own bytes back.
         echoed = await asyncio.gather(*(client.echoed for _, client in clients))
         assert echoed == [client.line for _, client in clients]
         most_open = CountingEcho.most_open
