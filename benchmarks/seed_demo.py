@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """ferroloop seed demo: everyday asyncio patterns, on every event loop.
 
-Runs a handful of common asyncio patterns -- gather, wait_for with timeouts,
-a Semaphore-limited gather, TaskGroup, cancelling a tree of tasks and
-run_in_executor -- on stock asyncio, uvloop (if installed) and ferroloop.
+Runs common asyncio patterns on stock asyncio, uvloop (if installed) and
+ferroloop: the core ones (``_seed_core.py``: gather, wait_for with timeouts, a
+Semaphore-limited gather, TaskGroup, cancelling a tree of tasks,
+run_in_executor) and the I/O ones (``_seed_io.py``: concurrent HTTP fetches
+against a local aiohttp server, a Semaphore-limited crawler over a generated
+site, a WebSocket chat room, a redis-py pool and an asyncpg pool against real
+Redis and PostgreSQL servers that this script starts on loopback and stops).
 
 It is both a demo and a smoke test:
 
@@ -17,6 +21,7 @@ Usage::
     python benchmarks/seed_demo.py                  # all loops, 5 runs each
     python benchmarks/seed_demo.py --runs 3 --loops asyncio,ferroloop
     python benchmarks/seed_demo.py --require-ferroloop   # fail if not importable
+    python benchmarks/seed_demo.py --patterns http_gather,crawler
 
 Each loop runs in its own subprocess, so a crash in one loop is reported
 instead of taking the demo down.
@@ -26,222 +31,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import textwrap
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 
 from _loops import how_it_died, loop_version, result_line, worker_result
+from _seed_core import CORE_PATTERNS
+from _seed_io import IO_PATTERNS, SERVICE_ENV
 
 LOOPS = ("asyncio", "uvloop", "ferroloop")
-HAS_TASKGROUP = sys.version_info >= (3, 11)
-
-
-# ==========================================================================
-# The patterns.  Each one is an ``async def`` that returns plain data
-# (lists, dicts, ints, strings) so the results can be compared across loops.
-# ==========================================================================
-
-async def gather_many():
-    """gather() 20,000 coroutines; every 1000th one raises."""
-
-    async def work(i):
-        await asyncio.sleep(0)
-        if i % 1000 == 999:
-            raise ValueError(f"item {i}")
-        return i * i % 1009
-
-    results = await asyncio.gather(*(work(i) for i in range(20_000)),
-                                   return_exceptions=True)
-    values = [r for r in results if not isinstance(r, BaseException)]
-    errors = [str(r) for r in results if isinstance(r, BaseException)]
-    return {"values": len(values), "checksum": sum(values),
-            "errors": len(errors), "first_error": errors[0]}
-
-
-async def wait_for_timeouts():
-    """500 jobs under wait_for(timeout=0.1 s); every 5th job is too slow."""
-    cancelled_jobs = []
-
-    async def job(i):
-        try:
-            await asyncio.sleep(0.5 if i % 5 == 0 else 0.001 * (i % 3))
-            return i * 2
-        except asyncio.CancelledError:
-            cancelled_jobs.append(i)  # the timeout cancelled us
-            raise
-
-    async def guarded(i):
-        try:
-            return ("ok", await asyncio.wait_for(job(i), timeout=0.1))
-        except asyncio.TimeoutError:
-            return ("timeout", i)
-
-    outcomes = await asyncio.gather(*(guarded(i) for i in range(500)))
-    ok = [v for kind, v in outcomes if kind == "ok"]
-    timed_out = [v for kind, v in outcomes if kind == "timeout"]
-    return {"completed": len(ok), "sum_completed": sum(ok),
-            "timed_out": timed_out, "cancelled_inside_job": sorted(cancelled_jobs)}
-
-
-async def semaphore_gather():
-    """2,000 tasks through a Semaphore(10); records peak concurrency."""
-    sem = asyncio.Semaphore(10)
-    active = peak = 0
-
-    async def fetch(i):
-        nonlocal active, peak
-        async with sem:
-            active += 1
-            peak = max(peak, active)
-            await asyncio.sleep(0)      # pretend to do I/O
-            await asyncio.sleep(0)
-            active -= 1
-        return i % 7
-
-    results = await asyncio.gather(*(fetch(i) for i in range(2_000)))
-    return {"results": len(results), "checksum": sum(results),
-            "peak_concurrency": peak, "active_at_end": active}
-
-
-async def task_group():
-    """TaskGroup: 1,000 children succeed; then a group where one child fails
-    and its 50 sleeping siblings get cancelled (Python 3.11+)."""
-    if not HAS_TASKGROUP:
-        return "skipped: needs Python 3.11+"
-
-    async def square(i):
-        await asyncio.sleep(0)
-        return i * i
-
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(square(i)) for i in range(1_000)]
-    total = sum(t.result() for t in tasks)
-
-    cancelled = []
-
-    async def sibling(i):
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            cancelled.append(i)
-            raise
-
-    async def failing():
-        await asyncio.sleep(0.01)
-        raise ValueError("boom")
-
-    errors = None
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for i in range(50):
-                tg.create_task(sibling(i))
-            tg.create_task(failing())
-    except Exception as eg:  # an ExceptionGroup
-        errors = [f"{type(e).__name__}: {e}" for e in eg.exceptions]
-        group = type(eg).__name__
-    return {"sum_of_squares": total, "group": group, "errors": errors,
-            "siblings_cancelled": sorted(cancelled)}
-
-
-async def cancel_task_tree():
-    """Build a 4-level tree of tasks (4 children per node, 256 sleeping
-    leaves), cancel the root, and check cancellation reached every node and
-    every finally: block ran (including one that awaits)."""
-    events = []
-    fanout, depth = 4, 4
-    leaves_total = fanout ** depth
-    leaves_started = 0
-    all_started = asyncio.Event()
-
-    async def leaf(path):
-        nonlocal leaves_started
-        leaves_started += 1
-        if leaves_started == leaves_total:
-            all_started.set()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            events.append(("leaf-cancelled", path))
-            raise
-        finally:
-            await asyncio.sleep(0)     # awaiting inside cleanup is allowed
-            events.append(("leaf-cleanup", path))
-
-    async def node(path, depth):
-        if depth == 0:
-            return await leaf(path)
-        children = [asyncio.create_task(node(path + (i,), depth - 1))
-                    for i in range(fanout)]
-        try:
-            return await asyncio.gather(*children)
-        except asyncio.CancelledError:
-            events.append(("node-cancelled", path))
-            raise
-
-    root = asyncio.create_task(node((), depth))
-    await all_started.wait()
-    root.cancel()
-    try:
-        await root
-        outcome = "root finished?!"
-    except asyncio.CancelledError:
-        outcome = "root cancelled"
-    await asyncio.sleep(0)  # let the last child callbacks settle
-
-    def count(kind):
-        return sum(1 for k, _ in events if k == kind)
-
-    return {"outcome": outcome, "root.cancelled()": root.cancelled(),
-            "nodes_cancelled": count("node-cancelled"),
-            "leaves_cancelled": count("leaf-cancelled"),
-            "leaf_cleanups": count("leaf-cleanup"),
-            "paths": sorted({"/".join(map(str, p)) for _, p in events})[:5]}
-
-
-def _blocking_hash(i):
-    time.sleep(0.002)                 # a blocking call (e.g. legacy I/O)
-    return hashlib.sha256(f"item-{i}".encode()).hexdigest()[:12]
-
-
-def _blocking_fail():
-    return 1 / 0
-
-
-async def run_in_executor():
-    """Blocking work in threads: the default executor, an explicit
-    ThreadPoolExecutor, asyncio.to_thread, and an exception crossing back."""
-    loop = asyncio.get_running_loop()
-    a = await asyncio.gather(*(loop.run_in_executor(None, _blocking_hash, i)
-                               for i in range(100)))
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        b = await asyncio.gather(*(loop.run_in_executor(pool, _blocking_hash, i)
-                                   for i in range(100, 200)))
-    c = await asyncio.to_thread(_blocking_hash, 999)
-    try:
-        await loop.run_in_executor(None, _blocking_fail)
-        error = None
-    except ZeroDivisionError as e:
-        error = f"ZeroDivisionError: {e}"
-    digest = hashlib.sha256("".join(a + b + [c]).encode()).hexdigest()[:16]
-    return {"calls": len(a) + len(b) + 1, "digest": digest, "error": error}
-
-
-PATTERNS = [
-    ("gather", gather_many),
-    ("wait_for+timeout", wait_for_timeouts),
-    ("semaphore", semaphore_gather),
-    ("taskgroup", task_group),
-    ("cancel_tree", cancel_task_tree),
-    ("run_in_executor", run_in_executor),
-]
+PATTERNS = CORE_PATTERNS + IO_PATTERNS
+# The patterns that need a server started by this script, and which.
+SERVICE_OF = {"redis_pool": "redis", "pg_pool": "postgres"}
+TESTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
 
 
 # ==========================================================================
@@ -367,6 +177,69 @@ def short(obj, width=100):
     return s if len(s) <= width else s[: width - 3] + "..."
 
 
+def run_patterns(loops, patterns, args):
+    """Each pattern on each loop, a worker process per (loop, pattern); the reports."""
+    reports = {}
+    for ln in loops:
+        rep = spawn(["--_probe", ln], args.timeout)
+        rep["patterns"] = {}
+        reports[ln] = rep
+        if not rep["ok"]:
+            if not rep.get("broken") and not rep.get("crashed") and not rep.get("hung"):
+                print(f"  {ln:<9}: not installed ({rep['error']})")
+                continue
+            # Importable but failing even a trivial run: still try the
+            # patterns so the report shows what breaks.
+            print(f"  {ln:<9}: BROKEN on a trivial run ({rep['error']})")
+            rep["ok"] = True
+            rep["broken"] = True
+        else:
+            print(f"  {ln:<9}: {rep['version']}, loop class {rep['loop_class']}")
+        hangs = 0
+        for name, _ in patterns:
+            print(f"             {name} ...", end="", flush=True)
+            if hangs >= 2:
+                e = {"ok": False, "skipped": True,
+                     "error": "skipped: loop hung twice already"}
+            else:
+                e = spawn(["--_worker", ln, name, "--runs", str(args.runs)],
+                          args.timeout)
+            hangs += bool(e.get("hung"))
+            rep["patterns"][name] = e
+            if e["ok"]:
+                print(f" {fmt_ms(statistics.median(e['times']))}")
+            else:
+                print(f" FAILED: {e['error'].splitlines()[0]}")
+    print()
+    return reports
+
+
+@contextlib.contextmanager
+def demo_services(names):
+    """Start the Redis/PostgreSQL servers the chosen patterns use (binaries permitting)
+    and name them to the workers through ``SERVICE_ENV``; stop them at the end."""
+    sys.path.insert(0, TESTS_DIR)
+    import looptest_servers as servers  # the library tests' servers, without pytest
+
+    started = []
+    try:
+        for name in names:
+            if name == "redis" and shutil.which("redis-server"):
+                server = servers.RedisServer(shutil.which("redis-server"))
+            elif name == "postgres" and servers.postgres_bindir():
+                server = servers.PostgresServer(servers.postgres_bindir())
+            else:
+                print(f"  ({name}: no server binary; scripts/services.sh installs it)")
+                continue
+            started.append(server)
+            server.start()
+            os.environ[SERVICE_ENV[name]] = f"{server.host}:{server.port}"
+        yield
+    finally:
+        for server in started:
+            server.stop()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description="Run common asyncio patterns on asyncio, uvloop and "
@@ -375,6 +248,8 @@ def main(argv=None):
                     help="runs per pattern per loop; the median is shown (default 5)")
     ap.add_argument("--loops", default=",".join(LOOPS),
                     help="comma-separated subset of: " + ", ".join(LOOPS))
+    ap.add_argument("--patterns", default=",".join(name for name, _ in PATTERNS),
+                    help="comma-separated subset of: " + ", ".join(n for n, _ in PATTERNS))
     ap.add_argument("--timeout", type=float, default=300.0,
                     help="seconds before a loop's worker is declared hung")
     ap.add_argument("--require-ferroloop", action="store_true",
@@ -400,44 +275,19 @@ def main(argv=None):
         ap.error(f"unknown loop(s): {', '.join(sorted(unknown))}")
     if "asyncio" not in loops:
         loops.insert(0, "asyncio")   # stock asyncio is the reference
+    chosen = {x.strip() for x in args.patterns.split(",") if x.strip()}
+    unknown = chosen - set(dict(PATTERNS))
+    if unknown:
+        ap.error(f"unknown pattern(s): {', '.join(sorted(unknown))}")
+    patterns = [(name, fn) for name, fn in PATTERNS if name in chosen]
 
     print("ferroloop seed demo: common asyncio patterns on each event loop")
     print(f"Python {platform.python_version()} | {cpu_model()} | "
           f"{os.cpu_count()} cores | {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print()
 
-    reports = {}
-    for ln in loops:
-        rep = spawn(["--_probe", ln], args.timeout)
-        rep["patterns"] = {}
-        reports[ln] = rep
-        if not rep["ok"]:
-            if not rep.get("broken") and not rep.get("crashed") and not rep.get("hung"):
-                print(f"  {ln:<9}: not installed ({rep['error']})")
-                continue
-            # Importable but failing even a trivial run: still try the
-            # patterns so the report shows what breaks.
-            print(f"  {ln:<9}: BROKEN on a trivial run ({rep['error']})")
-            rep["ok"] = True
-            rep["broken"] = True
-        else:
-            print(f"  {ln:<9}: {rep['version']}, loop class {rep['loop_class']}")
-        hangs = 0
-        for name, _ in PATTERNS:
-            print(f"             {name} ...", end="", flush=True)
-            if hangs >= 2:
-                e = {"ok": False, "skipped": True,
-                     "error": "skipped: loop hung twice already"}
-            else:
-                e = spawn(["--_worker", ln, name, "--runs", str(args.runs)],
-                          args.timeout)
-            hangs += bool(e.get("hung"))
-            rep["patterns"][name] = e
-            if e["ok"]:
-                print(f" {fmt_ms(statistics.median(e['times']))}")
-            else:
-                print(f" FAILED: {e['error'].splitlines()[0]}")
-    print()
+    with demo_services([SERVICE_OF[name] for name, _ in patterns if name in SERVICE_OF]):
+        reports = run_patterns(loops, patterns, args)
 
     available = [ln for ln in loops if reports[ln]["ok"]]
     ref = reports["asyncio"]
@@ -450,7 +300,7 @@ def main(argv=None):
     # ----- table -----
     headers = ["pattern"] + loops + ["same result?"]
     rows = []
-    for name, pattern in PATTERNS:
+    for name, pattern in patterns:
         row = [name]
         ref_entry = ref["patterns"].get(name, {})
         ref_med = statistics.median(ref_entry["times"]) if ref_entry.get("ok") else None
@@ -503,7 +353,7 @@ def main(argv=None):
           "than speed tests.")
     print()
     print("What each pattern does:")
-    for name, pattern in PATTERNS:
+    for name, pattern in patterns:
         doc = textwrap.wrap(" ".join((pattern.__doc__ or "").split()), 76)
         print(f"  {name:<17} " + f"\n  {'':<17} ".join(doc))
         if args.show_results and ref["patterns"].get(name, {}).get("ok"):
@@ -529,7 +379,7 @@ def main(argv=None):
     if problems:
         print("RESULT: FAILED -- see problems above.")
     else:
-        print(f"RESULT: OK -- all {len(PATTERNS)} patterns gave identical results on "
+        print(f"RESULT: OK -- all {len(patterns)} patterns gave identical results on "
               f"{', '.join(available)}.")
     for ln in missing:
         print(f"note: {ln} was not tested ({reports[ln]['error']}).")

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+
+from looptest_servers import free_port
 
 pytest.importorskip("uvicorn", reason="uvicorn is not installed (requirements-libs.txt)")
 pytest.importorskip("aiohttp", reason="aiohttp is not installed (requirements-libs.txt)")
@@ -47,12 +48,6 @@ app = web.Application()
 app.router.add_get("/", hello)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), reuse_port=True, print=None)
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port, deadline=15.0):
