@@ -7,9 +7,12 @@ with modules of other test directories.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 import time
+
+import pytest
 
 TIMEOUT = 10.0
 MB = 1024 * 1024
@@ -32,6 +35,15 @@ async def until(predicate, timeout=5.0):
     while not predicate():
         assert time.monotonic() < end, f"condition never became true: {predicate}"
         await asyncio.sleep(0.002)
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def kind(request):
+    """The stream socket family of a test: "tcp" (loopback) or "unix".
+
+    A fixture: a test module imports it (``from looptest_net import kind``).
+    """
+    return request.param
 
 
 def connected_pair(kind, small_buffers=False):
@@ -116,6 +128,21 @@ async def wrap(loop, sock, factory):
     return transport, protocol
 
 
+@contextlib.asynccontextmanager
+async def recorded_pair(loop, kind, small_buffers=False, **recorder_kwargs):
+    """A ``Recorder`` transport over one end of ``connected_pair(kind, small_buffers)``.
+
+    Yields ``(sock, peer, transport, protocol)``: ``sock`` is the socket the transport
+    owns, ``peer`` the raw other end, closed on exit. The transport is left as the test
+    left it (tests close or abort it themselves and wait for ``protocol.lost``).
+    ``recorder_kwargs`` go to ``Recorder`` (``keep_open``, ``pause_in_made``).
+    """
+    sock, peer = connected_pair(kind, small_buffers)
+    with peer:
+        transport, protocol = await wrap(loop, sock, lambda: Recorder(loop, **recorder_kwargs))
+        yield sock, peer, transport, protocol
+
+
 def fill_kernel_buffers(transport, chunk=64 * 1024, limit=64 * MB):
     """Write until the transport had to buffer something (the peer does not read)."""
     sent = 0
@@ -130,6 +157,35 @@ def unix_path(tmp_path, name="s.sock"):
     path = str(tmp_path / name)
     assert len(path) < 100, path  # sun_path limit
     return path
+
+
+@contextlib.asynccontextmanager
+async def served_client(loop, kind="tcp", tmp_path=None, server_protocol=Recorder):
+    """A server (loopback TCP, or a Unix socket in ``tmp_path``) and a ``Recorder``
+    client connected to it, whose ``connection_made`` has run.
+
+    Each accepted connection gets a ``server_protocol(loop)``; yields ``(address,
+    transport, protocol, accepted)``, where ``address`` is the server's and ``accepted``
+    lists the server's protocols as they are made. The server is closed on exit.
+    """
+    accepted = []
+
+    def factory():
+        accepted.append(server_protocol(loop))
+        return accepted[-1]
+
+    if kind == "tcp":
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        connect, where = loop.create_connection, address
+    else:
+        address = unix_path(tmp_path)
+        server = await loop.create_unix_server(factory, address)
+        connect, where = loop.create_unix_connection, (address,)
+    async with server:
+        transport, protocol = await connect(lambda: Recorder(loop), *where)
+        await protocol.made
+        yield address, transport, protocol, accepted
 
 
 async def echo_handler(reader, writer):
