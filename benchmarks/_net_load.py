@@ -21,9 +21,10 @@ from _loops import how_it_died, worker_result
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS_PY = os.path.join(HERE, "_net_servers.py")
 WRK_SCRIPT = os.path.join(HERE, "wrk_check.lua")
-CLIENT_DIR = os.path.join(HERE, "echo-client")
-CLIENT_TARGET = os.path.join(CLIENT_DIR, "target")
-CLIENT_BIN = os.path.join(CLIENT_TARGET, "release", "echo-client")
+CLIENT_BIN = os.path.join(HERE, "echo-client", "target", "release", "echo-client")
+# The ceiling "loop": a native tokio echo server (tokio-echo/), run instead of a worker.
+TOKIO = "tokio"
+TOKIO_BIN = os.path.join(HERE, "tokio-echo", "target", "release", "tokio-echo")
 READY_MARK = "@@READY@@"
 WRK_MARK = "@@WRK@@"
 
@@ -72,32 +73,35 @@ def proc_cpu(pid: int):
 # The echo client (Rust)
 # --------------------------------------------------------------------------
 
-def _newest_source_mtime() -> float:
-    paths = [os.path.join(CLIENT_DIR, "Cargo.toml")]
-    lock = os.path.join(CLIENT_DIR, "Cargo.lock")
+def _newest_source_mtime(crate_dir: str) -> float:
+    paths = [os.path.join(crate_dir, "Cargo.toml")]
+    lock = os.path.join(crate_dir, "Cargo.lock")
     if os.path.exists(lock):
         paths.append(lock)
-    for root, _dirs, files in os.walk(os.path.join(CLIENT_DIR, "src")):
+    for root, _dirs, files in os.walk(os.path.join(crate_dir, "src")):
         paths += [os.path.join(root, f) for f in files if f.endswith(".rs")]
     return max(os.path.getmtime(p) for p in paths)
 
 
-def ensure_echo_client(log) -> str:
-    """Path of the echo client binary; builds it first if missing or stale."""
-    if os.path.exists(CLIENT_BIN) and os.path.getmtime(CLIENT_BIN) >= _newest_source_mtime():
-        return CLIENT_BIN
+def ensure_native(name: str, log) -> str:
+    """Path of the native program ``name`` ("echo-client" or "tokio-echo", each a crate
+    of its own in this directory); builds it first if missing or stale."""
+    crate_dir = os.path.join(HERE, name)
+    target = os.path.join(crate_dir, "target")
+    binary = os.path.join(target, "release", name)
+    if os.path.exists(binary) and os.path.getmtime(binary) >= _newest_source_mtime(crate_dir):
+        return binary
     cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
     if not os.path.exists(cargo):
-        raise SystemExit("error: cargo not found; it is needed to build benchmarks/echo-client")
+        raise SystemExit(f"error: cargo not found; it is needed to build benchmarks/{name}")
     cmd = [cargo, "build", "--release", "--quiet",
-           "--manifest-path", os.path.join(CLIENT_DIR, "Cargo.toml"),
-           "--target-dir", CLIENT_TARGET]
+           "--manifest-path", os.path.join(crate_dir, "Cargo.toml"), "--target-dir", target]
     log("[build] " + " ".join(cmd))
     p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0 or not os.path.exists(CLIENT_BIN):
-        raise SystemExit(f"error: building the echo client failed:\n{p.stdout}{p.stderr}")
-    os.utime(CLIENT_BIN)  # cargo may skip relinking when only mtimes changed
-    return CLIENT_BIN
+    if p.returncode != 0 or not os.path.exists(binary):
+        raise SystemExit(f"error: building {name} failed:\n{p.stdout}{p.stderr}")
+    os.utime(binary)  # cargo may skip relinking when only mtimes changed
+    return binary
 
 
 def _pin(cpus):
@@ -177,12 +181,16 @@ def run_wrk(address: str, conns: int, threads: int, duration: float, cpus=None) 
 # --------------------------------------------------------------------------
 
 class ServerProc:
-    """One server worker process (``_net_servers.py``) and its life cycle."""
+    """One server worker process (``_net_servers.py``, or the tokio echo server for the
+    ``TOKIO`` loop) and its life cycle."""
 
     def __init__(self, loop: str, kind: str, family: str, cpus=None):
         self.tmpdir = tempfile.mkdtemp(prefix="ferroloop-net-")
         self.stderr = open(os.path.join(self.tmpdir, "stderr.txt"), "w+")
-        args = [sys.executable, SERVERS_PY, loop, kind, family]
+        if loop == TOKIO:
+            args = [TOKIO_BIN, family]
+        else:
+            args = [sys.executable, SERVERS_PY, loop, kind, family]
         if family == "unix":
             args.append(os.path.join(self.tmpdir, "echo.sock"))
         self.proc = subprocess.Popen(args, cwd=HERE, stdin=subprocess.PIPE,

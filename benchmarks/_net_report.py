@@ -5,9 +5,12 @@ from __future__ import annotations
 import statistics
 
 from _loops import BASE, DETECTOR_LOOP, LOOPS, fmt_rate, machine_line, render_table
+from _net_load import TOKIO
 
-# What a run may select, in table order (the detector variant is opt-in: --loops).
-KNOWN_LOOPS = LOOPS + (DETECTOR_LOOP,)
+# What a run may select, in table order: the four loops and the tokio ceiling by default;
+# the detector variant is opt-in (--loops).
+DEFAULT_LOOPS = LOOPS + (TOKIO,)
+KNOWN_LOOPS = DEFAULT_LOOPS + (DETECTOR_LOOP,)
 
 
 def summarize(rounds):
@@ -81,14 +84,21 @@ def render(meta, results, loops, markdown=False):
             + [f"{statistics.geometric_mean(speed_ratios['ferroloop']):.2f}x"
                if speed_ratios["ferroloop"] else "-"])
 
-    # 2. server CPU time per op, efficiency vs uvloop
+    # 2. server CPU time per op, efficiency vs uvloop (and ferroloop over the ceiling)
     cpu_rows = []
     eff = {ln: [] for ln in shown}
+    with_ceiling = TOKIO in shown and "ferroloop" in shown
+    over_ceiling = []
+
+    def cpu_of(case, ln):
+        cell = cells(case).get(ln)
+        if cell is None or _status(cell, ln, loops, loop_status):
+            return None
+        return cell["summary"]["cpu_per_op_us"]["median"]
+
     for case in cases:
         row = [case]
-        base_cell = cells(case).get(BASE)
-        base = (base_cell["summary"]["cpu_per_op_us"]["median"]
-                if base_cell and not _status(base_cell, BASE, loops, loop_status) else None)
+        base = cpu_of(case, BASE)
         for ln in shown:
             cell = cells(case).get(ln)
             st = _status(cell, ln, loops, loop_status)
@@ -102,10 +112,20 @@ def render(meta, results, loops, markdown=False):
                 row.append(f"{c:.3g} ({e:.2f}x)")
             else:
                 row.append(f"{c:.3g}")
+        if with_ceiling:
+            ferro, ceiling = cpu_of(case, "ferroloop"), cpu_of(case, TOKIO)
+            if ferro and ceiling:
+                over_ceiling.append(ferro / ceiling)
+                row.append(f"{ferro / ceiling:.2f}")
+            else:
+                row.append("-")
         cpu_rows.append(row)
     if BASE in shown:
         cpu_rows.append(["geomean"] + [f"{statistics.geometric_mean(eff[ln]):.2f}x"
-                                       if eff[ln] else "-" for ln in shown])
+                                       if eff[ln] else "-" for ln in shown]
+                        + ([f"{statistics.geometric_mean(over_ceiling):.2f}"
+                            if over_ceiling else "-"] if with_ceiling else []))
+    cpu_headers = ["case"] + shown + (["ferroloop/tokio"] if with_ceiling else [])
 
     # 3. server CPU load and latency seen by the client
     load_rows = []
@@ -144,9 +164,11 @@ def render(meta, results, loops, markdown=False):
     out.append(("**Server CPU time per message/request, µs**" if markdown
                 else "Server CPU time per message/request, us")
                + f" (median; in brackets the efficiency vs {BASE} = {BASE}'s CPU/op divided "
-               "by this loop's, >1 is better; each geomean is over the cases that loop ran)")
+               "by this loop's, >1 is better; each geomean is over the cases that loop ran"
+               + ("; ferroloop/tokio: ferroloop's CPU/op over the tokio ceiling's, 1.00 is the "
+                  "ceiling" if with_ceiling else "") + ")")
     out.append("")
-    out += render_table(["case"] + shown, cpu_rows, markdown)
+    out += render_table(cpu_headers, cpu_rows, markdown)
     out.append("")
     out.append(("**Server CPU load and latency**" if markdown else "Server CPU load and latency")
                + " (server CPU time / wall time as % of one core; client-side round-trip "
@@ -156,9 +178,11 @@ def render(meta, results, loops, markdown=False):
     out.append("")
     out.append("Cases: <kind>-<transport>-<message size>-c<connections>; kinds: proto = "
                "asyncio.Protocol echo, buffered = asyncio.BufferedProtocol echo, streams = "
-               "start_server + read/write/drain echo (one message in flight per connection, "
-               "native Rust client, every byte checked); http = HTTP/1.1 keep-alive "
-               "asyncio.Protocol server under wrk (every response checked).")
+               "start_server + read/write/drain echo, sock = sock_accept + sock_recv/"
+               "sock_sendall echo (one message in flight per connection, native Rust client, "
+               "every byte checked); http = HTTP/1.1 keep-alive asyncio.Protocol server, "
+               "aiohttp = aiohttp.web hello world, both under wrk (every response checked); "
+               "tokio = a one-thread tokio echo server in Rust, the ceiling.")
 
     # n/a reasons, grouped
     na = {}

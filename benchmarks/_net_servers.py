@@ -27,7 +27,7 @@ import traceback
 
 from _loops import loop_version, make_loop, result_line
 
-SERVER_KINDS = ("proto", "buffered", "streams", "http")
+SERVER_KINDS = ("proto", "buffered", "streams", "sock", "http", "aiohttp")
 # Deliberately wrong servers, for ``net.py --self-check`` (the checks must catch each).
 FAULTY_KINDS = ("bad-corrupt", "bad-drop", "bad-reorder", "bad-extra", "bad-noclose",
                 "bad-http")
@@ -135,6 +135,56 @@ async def stream_echo(reader, writer):
         _note_lost(e)
     finally:
         writer.close()
+
+
+class SockEchoServer:
+    """The ``sock_*`` echo style: a task running ``sock_accept`` on a listening socket
+    and one task per connection running ``sock_recv``/``sock_sendall``; with the
+    ``close()``/``wait_closed()`` that ``serve()`` expects of a server."""
+
+    def __init__(self, loop, listening):
+        self.loop = loop
+        self.listening = listening
+        self.handlers = set()
+        self.acceptor = loop.create_task(self._accept())
+
+    async def _accept(self):
+        while True:
+            conn, _ = await self.loop.sock_accept(self.listening)
+            conn.setblocking(False)
+            task = self.loop.create_task(self._echo(conn))
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
+
+    async def _echo(self, conn):
+        ST.conns += 1
+        with conn:
+            try:
+                while True:
+                    data = await self.loop.sock_recv(conn, BUF_SIZE)
+                    if not data:
+                        break
+                    ST.bytes += len(data)
+                    await self.loop.sock_sendall(conn, data)
+            except (ConnectionError, OSError) as e:
+                _note_lost(e)
+
+    def close(self):
+        self.acceptor.cancel()
+        for task in self.handlers:
+            task.cancel()
+
+    async def wait_closed(self):
+        await asyncio.gather(self.acceptor, *self.handlers, return_exceptions=True)
+        self.listening.close()
+
+
+def _listening_unix_socket(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(1024)
+    s.setblocking(False)
+    return s
 
 
 # --------------------------------------------------------------------------
@@ -257,6 +307,38 @@ class FaultyHttp(HttpProtocol):
 
 
 # --------------------------------------------------------------------------
+# aiohttp.web hello world
+# --------------------------------------------------------------------------
+
+class AiohttpServer:
+    """``aiohttp.web`` answering ``GET /`` with HTTP_BODY, served on a given socket."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    @classmethod
+    async def start(cls, sock):
+        from aiohttp import web
+
+        async def hello(request):
+            ST.requests += 1
+            return web.Response(body=HTTP_BODY, content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_get("/", hello)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        return cls(runner)
+
+    def close(self):
+        pass  # wait_closed() does the work: aiohttp's cleanup is a coroutine
+
+    async def wait_closed(self):
+        await self.runner.cleanup()
+
+
+# --------------------------------------------------------------------------
 # Worker main
 # --------------------------------------------------------------------------
 
@@ -288,6 +370,10 @@ async def start_server(loop, kind, family, path):
         if kind == "streams":
             opener = asyncio.start_server if family == "tcp" else asyncio.start_unix_server
             server = await opener(stream_echo, **where, limit=STREAM_READ, backlog=1024)
+        elif kind in ("sock", "aiohttp"):
+            sock = where.get("sock") or _listening_unix_socket(path)
+            server = (SockEchoServer(loop, sock) if kind == "sock"
+                      else await AiohttpServer.start(sock))
         else:
             factory = {"proto": EchoProtocol, "buffered": BufferedEcho, "http": HttpProtocol,
                        "bad-http": FaultyHttp}.get(kind) or (lambda: FaultyEcho(kind))

@@ -5,12 +5,19 @@ Each measurement starts a fresh server process on one loop (``_net_servers.py``)
 it from another process, and reads the server process's CPU time from
 ``/proc/<pid>/stat`` just before and just after the measured load.  Cases:
 
-* echo servers -- ``asyncio.Protocol``, ``asyncio.BufferedProtocol`` and asyncio streams
-  (``start_server`` + read/write/drain) -- over TCP loopback and a Unix socket, loaded by
-  the native client in ``echo-client/`` (Rust; built by this script when missing or
-  stale): N connections, one message in flight on each, every echoed byte checked;
-* a minimal HTTP/1.1 keep-alive server (asyncio.Protocol, httptools when installed)
-  loaded by ``wrk`` with ``wrk_check.lua``, which checks every response.
+* echo servers -- ``asyncio.Protocol``, ``asyncio.BufferedProtocol``, asyncio streams
+  (``start_server`` + read/write/drain) and the ``sock_*`` coroutines (``sock_accept``,
+  ``sock_recv``/``sock_sendall`` in a task per connection) -- over TCP loopback and a Unix
+  socket, loaded by the native client in ``echo-client/`` (Rust; built by this script when
+  missing or stale): N connections, one message in flight on each, every echoed byte
+  checked;
+* HTTP/1.1 keep-alive servers -- a minimal asyncio.Protocol one (httptools when
+  installed) and an ``aiohttp.web`` hello world -- loaded by ``wrk`` with
+  ``wrk_check.lua``, which checks every response.
+
+Beside the loops stands the ceiling: ``tokio-echo/``, a one-thread tokio echo server in
+Rust (built like the client), measured on the Protocol echo cells the same way; the CPU
+table gives ferroloop's CPU per message over tokio's.
 
 For every case and loop it reports the throughput and the server's CPU time per
 message/request (median of the rounds), and the efficiency relative to uvloop
@@ -44,12 +51,13 @@ import sys
 import time
 
 from _loops import how_it_died, loadavg, machine_info, worker_result
-from _net_load import (LoadError, ServerProc, ensure_echo_client, proc_cpu,
+from _net_load import (TOKIO, LoadError, ServerProc, ensure_native, proc_cpu,
                        run_echo_client, run_wrk, wrk_path)
-from _net_report import KNOWN_LOOPS, LOOPS, render, render_failures, summarize
+from _net_report import DEFAULT_LOOPS, KNOWN_LOOPS, render, render_failures, summarize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KINDS = ("proto", "buffered", "streams")
+KINDS = ("proto", "buffered", "streams", "sock")
+HTTP_KINDS = ("http", "aiohttp")
 FAMILIES = ("tcp", "unix")
 
 
@@ -87,9 +95,11 @@ def build_cases(sizes, conns, http_conns):
                     name = f"{kind}-{fam}-{size_label(size)}-c{c}"
                     cases[name] = {"name": name, "kind": kind, "family": fam,
                                    "size": size, "conns": c}
-    name = f"http-tcp-c{http_conns}"
-    cases[name] = {"name": name, "kind": "http", "family": "tcp", "size": None,
-                   "conns": http_conns}
+    for kind in HTTP_KINDS:
+        for c in http_conns:
+            name = f"{kind}-tcp-c{c}"
+            cases[name] = {"name": name, "kind": kind, "family": "tcp", "size": None,
+                           "conns": c}
     return cases
 
 
@@ -113,7 +123,7 @@ def select_cases(cases, spec):
 # --------------------------------------------------------------------------
 
 def _load(case, address, duration, opts):
-    if case["kind"] == "http":
+    if case["kind"] in HTTP_KINDS:
         return run_wrk(address, case["conns"], opts.wrk_threads, duration, opts.load_cpus)
     return run_echo_client(address, case["family"], case["conns"], case["size"], duration,
                            opts.load_cpus, opts.client_timeout)
@@ -122,6 +132,9 @@ def _load(case, address, duration, opts):
 def run_cell(case, loop_name, opts):
     """Start a server, warm it up, measure, stop it; return the cell's result dict:
     {"ok": True, ...numbers}, {"na": reason} or {"error": ..., "traceback": ...}."""
+    if loop_name == TOKIO and case["kind"] != "proto":
+        return {"na": "the tokio ceiling is a plain echo server: it stands beside the "
+                      "Protocol echo cells only"}
     srv = ServerProc(loop_name, case["kind"], case["family"], opts.server_cpus)
     try:
         ready = srv.wait_ready()
@@ -157,7 +170,7 @@ def run_cell(case, loop_name, opts):
         if fin["handler_errors"]:
             problems.append("the loop called its exception handler: "
                             + " || ".join(fin["handler_errors"]))
-        if case["kind"] == "http":
+        if case["kind"] in HTTP_KINDS:
             done = rep["requests"] + (warm["requests"] if warm else 0)
             runs = 2 if warm else 1
             # wrk counts completed responses; the server may also have answered the
@@ -241,6 +254,10 @@ def self_check(opts, loop_name):
 # --------------------------------------------------------------------------
 
 def _spawn_probe(loop_name):
+    if loop_name == TOKIO:
+        ensure_native("tokio-echo", log)
+        return {"ok": True, "version": "tokio 1 (current_thread)",
+                "loop_class": "-"}
     srv_py = os.path.join(HERE, "_net_servers.py")
     try:
         p = subprocess.run([sys.executable, srv_py, "--probe", loop_name], cwd=HERE,
@@ -256,8 +273,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("Usage::")[1])
-    ap.add_argument("--loops", default=",".join(LOOPS),
-                    help=f"comma-separated (default: the four; also {KNOWN_LOOPS[-1]}: "
+    ap.add_argument("--loops", default=",".join(DEFAULT_LOOPS),
+                    help=f"comma-separated (default: the four loops and the tokio ceiling; "
+                         f"also {KNOWN_LOOPS[-1]}: "
                          "ferroloop with its blocking detector on)")
     ap.add_argument("--cases", help="comma-separated globs or substrings of case names")
     ap.add_argument("--rounds", type=int, help="rounds (default 3; 1 with --quick)")
@@ -266,9 +284,11 @@ def main(argv=None):
     ap.add_argument("--warmup", type=float, help="seconds of unmeasured load on each fresh "
                     "server first (default 1; 0.3 with --quick, wrk at least 1)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s cells")
-    ap.add_argument("--sizes", default="1k,100k", help="echo message sizes (default 1k,100k)")
+    ap.add_argument("--sizes", default="1k,10k,100k",
+                    help="echo message sizes (default 1k,10k,100k)")
     ap.add_argument("--conns", default="1,8", help="echo connection counts (default 1,8)")
-    ap.add_argument("--http-conns", type=int, default=32, help="wrk -c (default 32)")
+    ap.add_argument("--http-conns", default="8,64",
+                    help="wrk -c values, comma-separated (default 8,64)")
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (default 1)")
     ap.add_argument("--client-timeout", type=float, default=10.0,
                     help="seconds without progress before the echo client gives up")
@@ -286,7 +306,8 @@ def main(argv=None):
 
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     conns = [int(c) for c in args.conns.split(",") if c.strip()]
-    all_cases = build_cases(sizes, conns, args.http_conns)
+    http_conns = [int(c) for c in args.http_conns.split(",") if c.strip()]
+    all_cases = build_cases(sizes, conns, http_conns)
     if args.list:
         for name in all_cases:
             print(name)
@@ -318,9 +339,9 @@ def main(argv=None):
     else:
         args.server_cpus, args.load_cpus = {usable[-1]}, set(usable[:-1])
 
-    ensure_echo_client(log)
-    if any(all_cases[c]["kind"] == "http" for c in cases) and not wrk_path():
-        log("[warn] wrk not found (apt-get install wrk): the http case will fail")
+    ensure_native("echo-client", log)
+    if any(all_cases[c]["kind"] in HTTP_KINDS for c in cases) and not wrk_path():
+        log("[warn] wrk not found (apt-get install wrk): the http cases will fail")
 
     meta = machine_info()
     meta.update(quick=args.quick, rounds=args.rounds, duration=args.duration,
