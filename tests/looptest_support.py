@@ -162,8 +162,9 @@ def wait_child(pid, timeout=20.0):
 """
 
 
-def run_child(script, loop_impl, timeout=60):
-    """Run ``script`` in a fresh interpreter for ``loop_impl`` and return its stdout lines.
+def run_child(script, loop_impl, timeout=60, with_stderr=False):
+    """Run ``script`` in a fresh interpreter for ``loop_impl`` and return its stdout lines
+    (with ``with_stderr=True``: the lines and the child's whole stderr, as a pair).
 
     The script finds ``new_loop`` (a loop factory of the implementation under test)
     and ``wait_child(pid, timeout)`` (waitpid with a deadline, for scripts that fork)
@@ -201,6 +202,8 @@ def run_child(script, loop_impl, timeout=60):
             f"(deadlock?)\nstdout:\n{out}\nstderr:\n{err}"
         )
     assert proc.returncode == 0, out + err
+    if with_stderr:
+        return out.splitlines(), err
     return out.splitlines()
 
 

@@ -181,6 +181,80 @@ def test_dump_tasks_prints_the_nest_indented(loop):
     ]
 
 
+# -- the other nest: a task running a TaskGroup whose child gathers leaf tasks -------------
+
+
+async def gather_leaves(release):
+    # Created in this order, named so that name order differs from argument order.
+    leaves = [
+        asyncio.create_task(event_waiter(release), name="leaf-3"),
+        asyncio.create_task(sleeper(), name="leaf-1"),
+        asyncio.create_task(event_waiter(release), name="leaf-2"),
+    ]
+    await asyncio.gather(*leaves)  # <leaves-await>
+
+
+async def group_of_gatherer(release):
+    async with asyncio.TaskGroup() as group:
+        group.create_task(sleeper(), name="tg-sleeper")
+        group.create_task(gather_leaves(release), name="tg-gatherer")
+        await release.wait()  # <root-group-await>
+
+
+@needs_taskgroup
+def test_tree_of_gather_inside_taskgroup_inside_a_task(loop):
+    async def main():
+        release = asyncio.Event()
+        asyncio.create_task(group_of_gatherer(release), name="root")
+        await settle()
+        try:
+            return task_tree()  # <main-tree>
+        finally:
+            await cancel_all_but_me()
+
+    tree = loop.run_until_complete(loop.create_task(main(), name="probe"))
+    assert [(info.name, info.depth) for info in tree] == [
+        ("probe", 0),
+        ("root", 0),
+        ("tg-gatherer", 1),
+        ("leaf-3", 2),
+        ("leaf-1", 2),
+        ("leaf-2", 2),
+        ("tg-sleeper", 1),
+    ], "roots and TaskGroup children by name, gather children in argument order"
+    assert edges(tree) == {
+        "tg-gatherer": ("root", "taskgroup"),
+        "tg-sleeper": ("root", "taskgroup"),
+        "leaf-3": ("tg-gatherer", "gather"),
+        "leaf-1": ("tg-gatherer", "gather"),
+        "leaf-2": ("tg-gatherer", "gather"),
+    }
+    tasks = by_name(tree)
+    for info in tree:
+        assert info.children == tuple(t.id for t in tree if t.parent == info.id)
+        assert info.awaited_by == (() if info.parent is None else (info.parent,))
+        assert info.state == ("running" if info.name == "probe" else "waiting")
+        assert info.created_at is None  # not in debug mode
+    assert functions(tasks["root"]) == ["group_of_gatherer", "wait"]
+    assert where(tasks["root"]) == ("group_of_gatherer", line_of("root-group-await"))
+    assert functions(tasks["tg-gatherer"]) == ["gather_leaves"]
+    assert where(tasks["tg-gatherer"]) == ("gather_leaves", line_of("leaves-await"))
+    assert functions(tasks["tg-sleeper"]) == ["sleeper", "sleep"]
+    for name in ("leaf-3", "leaf-2"):
+        assert functions(tasks[name]) == ["event_waiter", "wait"]
+        assert where(tasks[name]) == ("event_waiter", line_of("waiter-await"))
+    assert functions(tasks["leaf-1"]) == ["sleeper", "sleep"]
+    assert where(tasks["leaf-1"]) == ("sleeper", line_of("sleeper-await"))
+    assert [(f.function, f.lineno, f.kind) for f in tasks["probe"].stack] == [
+        ("main", line_of("main-tree"), "coroutine"),
+    ]
+    assert tasks["tg-gatherer"].awaiting.kind == "gather"
+    assert tasks["root"].awaiting.kind == "future"
+    assert tasks["leaf-1"].awaiting.kind == "future"
+    assert tasks["probe"].awaiting is None
+    assert tasks["root"].coroutine == "group_of_gatherer"
+
+
 # -- links other than TaskGroup, on every Python --------------------------------------------
 
 

@@ -7,6 +7,7 @@ test slept and spun, and the structural counts against the loop's own queues.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import time
@@ -83,10 +84,42 @@ def test_structural_counts(loop):
             assert stats["watched_fds"] == 2  # the reader and the signal wake-up pipe
             assert stats["signal_handlers"] == 1
             assert stats["transports"] == 0
+            assert (stats["pipe_transports"], stats["subprocess_transports"]) == (0, 0)
             assert stats["blocking_threshold"] is None
         finally:
             loop.remove_signal_handler(signal.SIGUSR2)
             loop.remove_reader(a.fileno())
+
+    def pipes_and_children():
+        stats = loop.stats()
+        return stats["pipe_transports"], stats["subprocess_transports"]
+
+    async def main():
+        seen = [pipes_and_children()]
+        # Two pipes, so that closing one transport does not end the other one.
+        read_end, keep_writing = os.pipe()
+        keep_reading, write_end = os.pipe()
+        reader, _ = await loop.connect_read_pipe(asyncio.Protocol, open(read_end, "rb", 0))
+        writer, _ = await loop.connect_write_pipe(asyncio.Protocol, open(write_end, "wb", 0))
+        # A child with two pipes: one more subprocess transport, two more pipe transports.
+        proc = await asyncio.create_subprocess_exec(
+            "cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        seen.append(pipes_and_children())
+        reader.close()  # closing: no longer counted
+        seen.append(pipes_and_children())
+        proc.stdin.close()  # cat sees EOF and exits; its stdout pipe is closed at EOF
+        await proc.stdout.read()
+        await proc.wait()
+        seen.append(pipes_and_children())
+        writer.close()
+        seen.append(pipes_and_children())
+        await asyncio.sleep(0)
+        os.close(keep_writing)
+        os.close(keep_reading)
+        return seen
+
+    assert loop.run_until_complete(main()) == [(0, 0), (4, 1), (3, 1), (1, 0), (0, 0)]
 
 
 def test_transports_and_threshold_are_reported(loop):

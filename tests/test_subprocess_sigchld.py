@@ -6,25 +6,40 @@ fresh interpreter).
 
 ferroloop-only: stock asyncio picks its child watcher differently (its own tests cover
 it); the subprocess behaviour itself is compared with asyncio by ``test_subprocess*.py``,
-which the first case runs again under the reaper.
+which the first case runs again under the reaper. For contrast, one case checks the
+default watcher (each child's pidfd watched by the loop itself): no thread at all.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
 TESTS = pathlib.Path(__file__).resolve().parent
 SIGCHLD_ENV = {**os.environ, "FERROLOOP_CHILD_WATCHER": "sigchld"}
+DEFAULT_ENV = {k: v for k, v in os.environ.items() if k != "FERROLOOP_CHILD_WATCHER"}
 
 
-def run_python(code):
+def kernel_has_pidfd_open():
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except AttributeError:  # a Python built without it: assume the kernel has it
+        return True
+    except OSError as exc:
+        return exc.errno not in (errno.ENOSYS, errno.EPERM)
+    return True
+
+
+def run_python(code, env=SIGCHLD_ENV):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env=SIGCHLD_ENV, capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.split()
@@ -65,6 +80,49 @@ def test_one_reaper_thread_however_many_children():
     watcher, extra_threads, codes = out[0], int(out[1]), " ".join(out[2:])
     assert watcher == "sigchld"
     assert extra_threads <= 1, f"{extra_threads} threads for 50 children"
+    assert codes == "{0}"
+
+
+@pytest.mark.skipif(
+    not kernel_has_pidfd_open(),
+    reason="the kernel has no pidfd_open (Linux < 5.3 or refused by seccomp): "
+    "ferroloop uses the SIGCHLD reaper by default there",
+)
+def test_default_pidfd_watcher_adds_no_thread_for_50_children():
+    out = run_python(
+        """
+        import asyncio, os, threading, ferroloop
+        from asyncio.subprocess import DEVNULL, PIPE
+        from ferroloop import _ferroloop
+
+        def threads():
+            return threading.active_count(), len(os.listdir("/proc/self/task"))
+
+        async def main():
+            before = threads()
+            # Each cat blocks on its stdin until it is closed: all 50 are alive below.
+            procs = [
+                await asyncio.create_subprocess_exec("cat", stdin=PIPE, stdout=DEVNULL)
+                for _ in range(50)
+            ]
+            during = threads()
+            alive = sum(p.returncode is None for p in procs)
+            for p in procs:
+                p.stdin.close()
+            codes = await asyncio.gather(*(p.wait() for p in procs))
+            return before, during, threads(), alive, codes
+
+        before, during, after, alive, codes = ferroloop.run(main())
+        print(_ferroloop.child_watcher(), *before, *during, *after, alive, set(codes))
+        """,
+        env=DEFAULT_ENV,
+    )
+    watcher, counts, alive, codes = out[0], out[1:7], int(out[7]), " ".join(out[8:])
+    assert watcher == "pidfd"
+    assert alive == 50
+    # (threading.active_count(), /proc/self/task entries) before, during, after.
+    before, during, after = counts[0:2], counts[2:4], counts[4:6]
+    assert before == during == after, f"threads before/during/after 50 children: {counts}"
     assert codes == "{0}"
 
 

@@ -113,7 +113,7 @@ def _move_wakeup_fd(old: int, new: int) -> None:
     """Points ``signal.set_wakeup_fd`` at a forked child's own signal pipe, if it was
     at the loop's inherited one (only possible when the fork came from the main thread)."""
     try:
-        previous = signal.set_wakeup_fd(new)
+        previous = signal.set_wakeup_fd(new, warn_on_full_buffer=False)  # as _signals sets it
     except ValueError:  # forked from another thread: the wake-up fd cannot be set here
         return
     if previous != old:
@@ -158,6 +158,9 @@ class Loop(
         self.slow_callback_duration = 0.1
         # fd -> the live transport owning it (asyncio's bookkeeping, read by add_reader).
         self._transports = weakref.WeakValueDictionary()
+        # id -> pipe / subprocess transport of this loop, while alive (for stats()).
+        self._pipe_transports = weakref.WeakValueDictionary()
+        self._subprocess_transports = weakref.WeakValueDictionary()
         self._serving = {}  # listening socket's fd -> its asyncio.Server (see _net)
         # Unix server socket -> inode of its path, so closing it removes only our file.
         self._unix_server_sockets = {}

@@ -8,7 +8,8 @@ this module runs once per pipe.
 
 Invariants: a pipe transport owns the pipe object and closes it after
 ``connection_lost``; pipe fds are not entered in ``loop._transports`` (asyncio lets
-``add_reader`` take a pipe's fd too).
+``add_reader`` take a pipe's fd too); each face is kept weakly in
+``loop._pipe_transports`` (``stats()`` counts the open ones).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class PipeMethods:
         os.set_blocking(fd, False)
         core = ReadPipeTransport(self, pipe, fd, protocol, _pipe_info(pipe, extra))
         transport = wrap_read_pipe(core)
+        self._pipe_transports[id(transport)] = transport
         self._start_pipe_transport(transport, protocol, waiter)
         return transport
 
@@ -58,6 +60,7 @@ class PipeMethods:
             self, pipe, fd, protocol, _pipe_info(pipe, extra), watch_peer_close
         )
         transport = wrap_write_pipe(core)
+        self._pipe_transports[id(transport)] = transport
         self._start_pipe_transport(transport, protocol, waiter)
         return transport
 

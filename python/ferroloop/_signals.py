@@ -8,6 +8,15 @@ which watches the read end and calls ``_handle_signal(signum)`` for each signal 
 in order: the handler is queued as a loop callback and runs in the context it was added
 in. Handlers installed with ``signal.signal`` by other code keep working beside these.
 
+Bursts: the pipe holds 64 KiB of pending signal numbers, so each signal gets its own
+handler call as long as fewer arrive while the loop cannot read (asyncio's self-socket
+holds a few hundred, so it coalesces bursts). Beyond that the C handler's write fails
+and that signal's byte is dropped; the wake-up fd is set with
+``warn_on_full_buffer=False`` so that nothing is printed (else CPython prints
+"Exception ignored when trying to write to the signal wakeup fd" per dropped byte).
+Every signal number with a byte in the pipe is still handled; one whose bytes all came
+while the pipe was full is not (as in asyncio).
+
 Checks and messages are asyncio's: main thread only (``set_wakeup_fd``'s ``ValueError``
 becomes ``RuntimeError``), valid signal numbers, coroutine callbacks refused, SIGKILL and
 SIGSTOP refused ("cannot be caught").
@@ -42,7 +51,7 @@ class SignalMethods:
         try:
             # set_wakeup_fd() raises ValueError outside the main thread of the main
             # interpreter.
-            signal.set_wakeup_fd(self._signal_wakeup_fd())
+            signal.set_wakeup_fd(self._signal_wakeup_fd(), warn_on_full_buffer=False)
         except (ValueError, OSError) as exc:
             raise RuntimeError(str(exc))
         handle = events.Handle(callback, args, self, None)

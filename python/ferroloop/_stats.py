@@ -23,8 +23,12 @@ Keys of the returned dict:
 * ``ready`` — callbacks queued for the next iteration;
 * ``timers``, ``cancelled_timers`` — scheduled timers, and how many of them are cancelled;
 * ``watched_fds`` — fds registered with the poller (readers, writers, transports,
-  child pidfds, the signal pipe);
-* ``transports`` — live socket transports;
+  child pidfds, the signal pipe), an fd with both a reader and a writer once;
+* ``transports`` — live socket transports (stream and datagram; not pipes);
+* ``pipe_transports`` — open pipe transports (``connect_read_pipe``/``connect_write_pipe``,
+  a subprocess's stdin/stdout/stderr pipes included), i.e. not closed or closing;
+* ``subprocess_transports`` — subprocess transports whose child's exit the loop has not
+  seen yet;
 * ``servers``, ``listening_sockets`` — servers serving (``create_server`` and the
   like), and their listening sockets;
 * ``signal_handlers`` — signals with a handler;
@@ -46,6 +50,26 @@ import time
 from typing import Any, Dict
 
 ENV_CALLBACK_TIMING = "FERROLOOP_CALLBACK_TIMING"
+
+
+def _count(transports, predicate) -> int:
+    """How many live transports of a ``WeakValueDictionary`` satisfy ``predicate``.
+    ``valuerefs()`` copies the references in one C call, so another thread adding
+    or losing a transport meanwhile does not break the iteration."""
+    count = 0
+    for ref in transports.valuerefs():
+        transport = ref()
+        if transport is not None and predicate(transport):
+            count += 1
+    return count
+
+
+def _is_open(transport) -> bool:
+    return not transport.is_closing()
+
+
+def _child_running(transport) -> bool:
+    return transport.get_returncode() is None
 
 
 class StatsMethods:
@@ -73,6 +97,8 @@ class StatsMethods:
             "cancelled_timers": cancelled,
             "watched_fds": fds,
             "transports": len(self._transports),
+            "pipe_transports": _count(self._pipe_transports, _is_open),
+            "subprocess_transports": _count(self._subprocess_transports, _child_running),
             "servers": len({id(server) for server in list(self._serving.values())}),
             "listening_sockets": len(self._serving),
             "signal_handlers": len(self._signal_handlers),

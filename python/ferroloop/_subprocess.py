@@ -67,6 +67,7 @@ class SubprocessMethods:
             self, protocol, args, shell, stdin, stdout, stderr, bufsize,
             waiter=waiter, extra=extra, **kwargs,
         )
+        self._subprocess_transports[id(transport)] = transport  # weakly, for stats()
         self._report_child_exit(transport)
         try:
             await waiter

@@ -108,8 +108,7 @@ EXCLUDED_MODULES = {
 _SELECTOR_CLASS = (
     "runs EventLoopTestsMixin and SubprocessTestsMixin against asyncio."
     "SelectorEventLoop (another loop); FerroloopEventLoopTests runs both "
-    "mixins against the loop under test instead (its subprocess tests are "
-    "excluded below until the processes/pipes issue lands)")
+    "mixins, subprocess tests included, against the loop under test instead")
 
 EXCLUDED_CLASSES = [
     # test_events: the per-selector copies of the generic tests.
@@ -121,7 +120,8 @@ EXCLUDED_CLASSES = [
     entry("test_events", "ProactorEventLoopTests", _SELECTOR_CLASS,
           platforms=("win32",)),
 
-    # test_unix_events (informational, --all only)
+    # test_unix_events (required, see REQUIRED_MODULES): the classes that test
+    # asyncio's own SelectorEventLoop, pipe transports and child watchers.
     entry("test_unix_events", "SelectorEventLoopSignalTests",
           "tests asyncio.SelectorEventLoop's signal-handler internals "
           "(_signal_handlers, signal.set_wakeup_fd with _csock) on a stock "
