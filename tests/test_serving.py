@@ -2,10 +2,14 @@
 
 Each test starts a real server process and queries it over loopback: uvicorn's own CLI
 with ``--loop ferroloop:new_event_loop`` (uvicorn imports a loop factory by name),
-aiohttp's ``web.run_app`` under ``python -m ferroloop run``, and two worker processes
-sharing one port with ``reuse_port``. The apps answer with the module of their running
-loop's class, so the test sees which loop served it. (ferroloop only: these are the
-documented ways to *choose* ferroloop.)
+gunicorn with ferroloop's uvicorn worker class (``-k ferroloop.gunicorn.UvicornWorker``,
+two workers), Hypercorn's CLI under ``python -m ferroloop run`` with ``--workers 0``
+(Hypercorn serves in its own process then; its worker processes are started with
+multiprocessing's spawn method, fresh interpreters that would not have ferroloop
+installed), aiohttp's ``web.run_app`` under ``python -m ferroloop run``, and two worker
+processes sharing one port with ``reuse_port``. The apps answer with the module of their
+running loop's class and their pid, so the test sees which loop, in which process, served
+it. (ferroloop only: these are the documented ways to *choose* ferroloop.)
 """
 
 from __future__ import annotations
@@ -67,10 +71,11 @@ def get(port, deadline=15.0):
 def serve(tmp_path):
     procs = []
 
-    def start(*argv):
+    def start(*argv, env=None):
         proc = subprocess.Popen(
             [sys.executable, *argv],
             cwd=tmp_path,
+            env=None if env is None else {**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -98,6 +103,40 @@ def test_uvicorn_cli_with_a_ferroloop_loop_factory(serve, tmp_path):
     assert get(port).split()[0] == "ferroloop._loop"
 
 
+def answering_pids(port, count, deadline=20.0):
+    """The pids of the processes that answer GET / until ``count`` have (or the deadline)."""
+    seen = set()
+    end = time.monotonic() + deadline
+    while len(seen) < count and time.monotonic() < end:
+        module, pid = get(port).split()
+        assert module == "ferroloop._loop"
+        seen.add(int(pid))
+    return seen
+
+
+def test_gunicorn_with_ferroloops_uvicorn_worker_class(serve, tmp_path):
+    pytest.importorskip("gunicorn", reason="gunicorn is not installed (requirements-libs.txt)")
+    (tmp_path / "asgi_app.py").write_text(ASGI_APP)
+    port = free_port()
+    # XDG_RUNTIME_DIR: where gunicorn 25.1+ puts its control socket (else in ~/.gunicorn).
+    master = serve("-m", "gunicorn", "-k", "ferroloop.gunicorn.UvicornWorker", "-w", "2",
+                   "-b", f"127.0.0.1:{port}", "--log-level", "warning", "asgi_app:app",
+                   env={"XDG_RUNTIME_DIR": str(tmp_path)})  # fmt: skip
+    workers = answering_pids(port, 2)
+    assert len(workers) == 2 and master.pid not in workers, "both workers answer, on ferroloop"
+
+
+def test_hypercorn_cli_under_python_m_ferroloop_run(serve, tmp_path):
+    pytest.importorskip("hypercorn", reason="hypercorn is not installed (requirements-libs.txt)")
+    (tmp_path / "asgi_app.py").write_text(ASGI_APP)
+    port = free_port()
+    server = serve("-m", "ferroloop", "run", "-m", "hypercorn", "--workers", "0",
+                   "--bind", f"127.0.0.1:{port}", "asgi_app:app")  # fmt: skip
+    module, pid = get(port).split()
+    assert module == "ferroloop._loop"
+    assert int(pid) == server.pid, "--workers 0: Hypercorn serves in its own process"
+
+
 def test_aiohttp_run_app_under_python_m_ferroloop_run(serve, tmp_path):
     (tmp_path / "aio_app.py").write_text(AIOHTTP_APP)
     port = free_port()
@@ -109,10 +148,5 @@ def test_two_workers_share_one_port_with_reuse_port(serve, tmp_path):
     (tmp_path / "aio_app.py").write_text(AIOHTTP_APP)
     port = free_port()
     workers = [serve("-m", "ferroloop", "run", "aio_app.py", str(port)) for _ in range(2)]
-    seen = set()
-    deadline = time.monotonic() + 20
-    while len(seen) < 2 and time.monotonic() < deadline:
-        module, pid = get(port).split()
-        assert module == "ferroloop._loop"
-        seen.add(int(pid))
+    seen = answering_pids(port, 2)
     assert seen == {w.pid for w in workers}, "the kernel spread connections over both"
