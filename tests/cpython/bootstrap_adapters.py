@@ -149,8 +149,8 @@ def _loop_ignoring_hook_mocks(loop):
 def _adapt_test_base_events(mod, setup):
     """The classes of test_base_events that check public loop behaviour get
     the loop under test instead of their fixtures' asyncio loops; every test
-    that checks BaseEventLoop/BaseSelectorEventLoop internals or needs
-    networking/subprocesses is excluded in exclusions.py."""
+    that checks BaseEventLoop/BaseSelectorEventLoop internals is excluded in
+    exclusions.py (with its reason)."""
     from test.test_asyncio import utils as test_utils
 
     def setUp(self):

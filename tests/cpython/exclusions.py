@@ -49,9 +49,9 @@ def entry(module, target, reason, loops=(), min_py=None, max_py=None,
 # ---------------------------------------------------------------------------
 
 # Must pass completely (except the single-test exclusions below) for the
-# phase to be green.  A required module absent from the running Python (e.g.
-# test_timeouts / test_taskgroups before 3.11) is reported "absent" and does
-# not fail the run.
+# run to be green.  A required module absent from the running Python (e.g.
+# test_timeouts / test_taskgroups / test_ssl before 3.11) is reported "absent"
+# and does not fail the run.
 REQUIRED_MODULES = [
     "test_futures",
     "test_futures2",
@@ -67,7 +67,7 @@ REQUIRED_MODULES = [
     "test_threads",
     "test_events",
     "test_base_events",
-    # networking (TLS and pipe tests excluded one by one below)
+    # networking, TLS, pipes, subprocesses, signals
     "test_sock_lowlevel",
     "test_sendfile",
     "test_streams",
@@ -145,7 +145,7 @@ EXCLUDED_CLASSES = [
           "tests BaseSelectorEventLoop._sock_sendfile_native internals"),
 ]
 
-# Informational modules whose generic tests are parametrised by per-loop
+# Required modules whose generic tests are parametrised by per-loop
 # classes (create_event_loop() returning asyncio.SelectorEventLoop with some
 # selector).  The bootstrap clones the class named here into
 # "Ferroloop<Name>" whose create_event_loop() returns the loop under test;
