@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
+import shutil
 import signal
 import sys
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT
@@ -237,6 +239,40 @@ def test_preexec_fn_user_group_extra_groups(compare):
     expected = [True]
     if os.geteuid() == 0:
         expected.append(f"{ids[0]} {ids[1]} [{ids[1]}]\n")
+    assert compare(on(main)) == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_user_group_extra_groups_drop_privileges(compare):
+    # Really switch ids: nobody/nogroup plus one more existing group, read back by the
+    # child itself. ``id``/``cat`` rather than PYTHON, which may sit in a tree nobody
+    # cannot enter (e.g. /root); /proc/self/status gives the exact kernel ids (real,
+    # effective, saved, fs) and the exact supplementary list, which ``id -G`` dedups.
+    uid = gid = 65534
+    other = next(g.gr_gid for g in grp.getgrall() if g.gr_gid not in (0, gid))
+    ident = shutil.which("id") or "/usr/bin/id"
+    cat = shutil.which("cat") or "/bin/cat"
+    status = os.path.exists("/proc/self/status")
+    ids = {"user": uid, "group": gid, "extra_groups": [gid, other]}
+
+    async def child(*argv):
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=PIPE, stderr=PIPE, **ids)
+        out, err = await proc.communicate()
+        return proc.returncode, out.decode(), err
+
+    async def main():
+        res = [await child(ident, flag) for flag in ("-u", "-ru", "-g", "-rg", "-G")]
+        if status:
+            code, out, err = await child(cat, "/proc/self/status")
+            lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+            fields = [lines[k].split() for k in ("Uid", "Gid", "Groups")]
+            res.append((code, fields[:2], sorted(map(int, fields[2])), err))
+        return res
+
+    expected = [(0, f"{n}\n", b"") for n in (uid, uid, gid, gid)]
+    expected.append((0, f"{gid} {other}\n", b""))  # egid first, then the extra groups
+    if status:
+        expected.append((0, [[str(uid)] * 4, [str(gid)] * 4], sorted({gid, other}), b""))
     assert compare(on(main)) == expected
 
 
