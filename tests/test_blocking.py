@@ -150,6 +150,7 @@ def test_sleep_in_a_coroutine_is_reported_while_it_sleeps(ferro_loop):
     assert recorder.arrivals[0] < seen["returned"]
     assert innermost(blocked) == (THIS_FILE, line_of("SLEEP-IN-TASK"), "sleeper")
     assert blocked.task is task and blocked.task.get_name() == "the-sleeper"
+    assert blocked.handle is not None  # the handle running the task's step
     assert blocked.loop is ferro_loop
     assert (blocked.ended, blocked.threshold) == (False, THRESHOLD)
     assert THRESHOLD <= blocked.duration < seen["stall"]
@@ -173,7 +174,7 @@ def test_cpu_bound_callback_is_reported_while_it_runs(ferro_loop):
         seen["returned"] = time.monotonic()
         seen["reported_before_return"] = recorder.blocked.is_set()
 
-    ferro_loop.call_soon(spin, 0.3)
+    handle = ferro_loop.call_soon(spin, 0.3)
     ferro_loop.run_until_complete(asyncio.sleep(0.2))
 
     assert recorder.kinds() == ["blocked", "ended"]
@@ -182,6 +183,9 @@ def test_cpu_bound_callback_is_reported_while_it_runs(ferro_loop):
     assert recorder.arrivals[0] < seen["returned"]
     assert innermost(blocked) == (THIS_FILE, line_of("noqa: E701 - SPIN"), "spin")
     assert blocked.task is None and ended.task is None
+    # The report names the handle the loop is running (a plain callback has no task).
+    assert blocked.handle is handle and ended.handle is handle
+    assert repr(handle) in blocked.format() and "spin" in blocked.format()
     assert ended.duration >= blocked.duration
     assert abs(ended.duration - 0.3) <= INTERVAL + SLACK
 

@@ -294,6 +294,45 @@ def test_sock_sendall_to_closed_peer(compare):
     assert compare(scenario) == (BrokenPipeError, 32)
 
 
+
+def test_sock_recv_and_sendall_edge_cases(compare):
+    # The cases the Rust fast path of sock_recv/sock_sendall must answer as asyncio does.
+    def scenario(loop):
+        async def main():
+            a, b = nonblocking(*socket.socketpair())
+            out = {}
+            with a, b:
+                out["recv 0"] = await loop.sock_recv(a, 0)
+                try:
+                    await loop.sock_recv(a, -1)
+                except ValueError as exc:
+                    out["recv -1"] = str(exc)
+                await loop.sock_sendall(b, b"")
+                await loop.sock_sendall(b, bytearray(b"bytearray,"))
+                await loop.sock_sendall(b, memoryview(b"memoryview,"))
+                await loop.sock_sendall(b, b"bytes")
+                out["data"] = await recv_exactly(loop, a, 26)
+                b.shutdown(socket.SHUT_WR)
+                out["at eof"] = await loop.sock_recv(a, 10)
+            for name, call in (("recv", loop.sock_recv(a, 10)),
+                               ("sendall", loop.sock_sendall(a, b"x"))):
+                try:
+                    await call
+                except OSError as exc:
+                    out[f"{name} on a closed socket"] = (type(exc).__name__, exc.errno)
+            return out
+
+        return run(loop, main())
+
+    assert compare(scenario) == {
+        "recv 0": b"",
+        "recv -1": "negative buffersize in recv",
+        "data": b"bytearray,memoryview,bytes",
+        "at eof": b"",
+        "recv on a closed socket": ("OSError", 9),
+        "sendall on a closed socket": ("OSError", 9),
+    }
+
 _BLOCKING_CALLS = {
     "sock_recv": lambda loop, s: loop.sock_recv(s, 1),
     "sock_recv_into": lambda loop, s: loop.sock_recv_into(s, bytearray(1)),

@@ -69,10 +69,39 @@ def test_polling_and_busy_time_add_up(loop):
     )
 
 
+def test_pending_sock_calls_count_as_readers_and_writers(loop):
+    def sides():
+        stats = loop.stats()
+        return stats["readers"], stats["writers"]
+
+    async def main():
+        a, b = socket.socketpair()
+        c, d = socket.socketpair()
+        for s in (a, b, c, d):
+            s.setblocking(False)
+        with a, b, c, d:
+            seen = [sides()]
+            recv = asyncio.ensure_future(loop.sock_recv(a, 10))  # nothing sent to a yet
+            # Nobody reads d: a large sendall on c must wait for the socket.
+            send = asyncio.ensure_future(loop.sock_sendall(c, b"y" * (8 << 20)))
+            await asyncio.sleep(0.01)
+            seen.append(sides())
+            send.cancel()
+            b.send(b"x" * 10)
+            assert await recv == b"x" * 10
+            await asyncio.gather(send, return_exceptions=True)
+            seen.append(sides())
+        return seen
+
+    assert loop.run_until_complete(main()) == [(0, 0), (1, 1), (0, 0)]
+
+
 def test_structural_counts(loop):
     a, b = socket.socketpair()
     with a, b:
         loop.add_reader(a.fileno(), lambda: None)
+        loop.add_writer(a.fileno(), lambda: None)
+        loop.add_writer(b.fileno(), lambda: None)
         timers = [loop.call_later(100, lambda: None) for _ in range(3)]
         timers[0].cancel()
         loop.call_soon(lambda: None)
@@ -81,7 +110,8 @@ def test_structural_counts(loop):
             stats = loop.stats()
             assert stats["ready"] == 1
             assert (stats["timers"], stats["cancelled_timers"]) == (3, 1)
-            assert stats["watched_fds"] == 2  # the reader and the signal wake-up pipe
+            assert stats["watched_fds"] == 3  # a, b and the signal wake-up pipe
+            assert (stats["readers"], stats["writers"]) == (1, 2)  # not the signal pipe
             assert stats["signal_handlers"] == 1
             assert stats["transports"] == 0
             assert (stats["pipe_transports"], stats["subprocess_transports"]) == (0, 0)
@@ -89,6 +119,9 @@ def test_structural_counts(loop):
         finally:
             loop.remove_signal_handler(signal.SIGUSR2)
             loop.remove_reader(a.fileno())
+            loop.remove_writer(a.fileno())
+            loop.remove_writer(b.fileno())
+        assert (loop.stats()["readers"], loop.stats()["writers"]) == (0, 0)
 
     def pipes_and_children():
         stats = loop.stats()

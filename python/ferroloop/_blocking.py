@@ -3,8 +3,9 @@
 ``loop.set_blocking_threshold(seconds, callback=None)`` starts the Rust watchdog thread
 (``crates/ferroloop-py/src/watchdog.rs``), which samples the loop's callback counter and
 polling flag without touching the loop thread. When one callback or task step has run
-for ``seconds``, the watchdog takes the GIL and calls ``_Reporter`` here, which reads the
-loop thread's current Python stack (``sys._current_frames``) and the running task, and
+for ``seconds``, the watchdog takes the GIL and calls ``_Reporter`` here with the handle
+the loop thread is running (read from the core); it reads the loop thread's current
+Python stack (``sys._current_frames``) and the running task, and
 reports a :class:`BlockingReport`: to ``callback`` if one was given (called on the
 watchdog thread), else as a warning on the ``ferroloop`` logger. When the loop moves on,
 a second report (``ended=True``) gives the stall's total duration.
@@ -59,7 +60,10 @@ class BlockingReport:
     a quarter of the threshold apart: ``duration`` while blocked is a lower bound, the
     total is within that of the real stall. ``stack`` is the loop thread's Python stack when
     the stall was first reported, innermost frame last; ``task`` is the task whose step
-    was running, if any.
+    was running, if any; ``handle`` is what the loop was running: the ``Handle`` or
+    ``TimerHandle`` of the callback (a task step's too), or the transport whose I/O
+    callback (e.g. ``data_received``) blocks; None when the stall was seen only after it
+    ended.
     """
 
     loop: asyncio.AbstractEventLoop
@@ -68,10 +72,16 @@ class BlockingReport:
     threshold: float
     stack: Tuple[traceback.FrameSummary, ...]
     task: Optional["asyncio.Task[Any]"]
+    handle: Optional[object] = None
 
     def format(self) -> str:
         """The report as the default warning shows it."""
-        owner = f"task {self.task.get_name()!r}" if self.task is not None else "a callback"
+        if self.task is not None:
+            owner = f"task {self.task.get_name()!r}"
+        elif self.handle is not None:
+            owner = f"{self.handle!r}"
+        else:
+            owner = "a callback"
         if self.ended:
             return (
                 f"the event loop was blocked for {self.duration:.3f} s in total by {owner} "
@@ -86,7 +96,8 @@ class BlockingReport:
 
 
 class _Reporter:
-    """Called by the watchdog thread, with the GIL: ``("blocked" | "unblocked", seconds)``."""
+    """Called by the watchdog thread, with the GIL: ``("blocked" | "unblocked", seconds,
+    running)``, ``running`` the entry the loop runs (None for "unblocked")."""
 
     def __init__(self, loop, threshold: float, callback: Optional[Callable[[BlockingReport], Any]]):
         self._loop_ref = weakref.ref(loop)
@@ -94,7 +105,7 @@ class _Reporter:
         self._callback = callback
         self._stall: Optional[BlockingReport] = None
 
-    def __call__(self, event: str, duration: float) -> None:
+    def __call__(self, event: str, duration: float, running: Optional[object] = None) -> None:
         loop = self._loop_ref()
         if loop is None:
             return
@@ -103,13 +114,15 @@ class _Reporter:
             stack = tuple(traceback.extract_stack(frame)) if frame is not None else ()
             del frame
             task = asyncio.current_task(loop) if loop._thread_id is not None else None
-            report = BlockingReport(loop, False, duration, self._threshold, stack, task)
+            report = BlockingReport(loop, False, duration, self._threshold, stack, task, running)
             self._stall = report
         else:
             stall = self._stall
             self._stall = None
-            stack, task = (stall.stack, stall.task) if stall is not None else ((), None)
-            report = BlockingReport(loop, True, duration, self._threshold, stack, task)
+            stack, task, handle = (
+                (stall.stack, stall.task, stall.handle) if stall is not None else ((), None, None)
+            )
+            report = BlockingReport(loop, True, duration, self._threshold, stack, task, handle)
         if self._callback is not None:
             self._callback(report)
         else:

@@ -353,8 +353,28 @@ class NetworkMethods:
             fut = None  # no reference cycle through the traceback
 
     async def sock_recv(self, sock, n):
+        # The recv and the wait are Rust's (crates/ferroloop-py/src/sock.rs): no
+        # BlockingIOError, no Python callback per readiness.
         self._check_sock(sock)
-        return await self._sock_wait(sock, False, lambda: sock.recv(n))
+        fd = sock.fileno()
+        data = self._sock_try_recv(fd, n)
+        if data is not None:
+            return data
+        self._ensure_fd_no_transport(fd)
+        return await self._sock_native_wait(fd, False, n, None, 0)
+
+    async def _sock_native_wait(self, fd, writer, n, data, sent):
+        """Awaits the Rust wait for ``fd`` (``sock_recv(n)``, or the rest of
+        ``sock_sendall(data)`` after ``sent`` bytes); a coroutine that stops waiting
+        (cancelled) unregisters it, so no fd stays watched for nobody."""
+        fut = self._sock_start_wait(fd, n, data, sent)
+        try:
+            return await fut
+        except BaseException:
+            self._sock_stop_waiting(fd, writer, fut)
+            raise
+        finally:
+            fut = None  # no reference cycle through the traceback
 
     async def sock_recv_into(self, sock, buf):
         self._check_sock(sock)
@@ -371,6 +391,16 @@ class NetworkMethods:
 
     async def sock_sendall(self, sock, data):
         self._check_sock(sock)
+        if type(data) is bytes:  # the usual case: sends and waits in Rust (see sock_recv)
+            fd = sock.fileno()
+            sent = self._sock_try_send_all(fd, data)
+            if sent == len(data):
+                return
+            self._ensure_fd_no_transport(fd)
+            await self._sock_native_wait(fd, True, 0, data, sent)
+            return
+        # Any other buffer is sent through a memoryview, which sees later changes to a
+        # mutable buffer as asyncio's does.
         view = memoryview(data).cast("B")
         sent = 0
 

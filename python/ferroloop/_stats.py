@@ -24,6 +24,9 @@ Keys of the returned dict:
 * ``timers``, ``cancelled_timers`` — scheduled timers, and how many of them are cancelled;
 * ``watched_fds`` — fds registered with the poller (readers, writers, transports,
   child pidfds, the signal pipe), an fd with both a reader and a writer once;
+* ``readers``, ``writers`` — ``add_reader``/``add_writer`` callbacks, the loop's own
+  among them: a server's listening sockets (its accept loop) and pending ``sock_*``
+  calls; not transports, child pidfds or the signal pipe;
 * ``transports`` — live socket transports (stream and datagram; not pipes);
 * ``pipe_transports`` — open pipe transports (``connect_read_pipe``/``connect_write_pipe``,
   a subprocess's stdin/stdout/stderr pipes included), i.e. not closed or closing;
@@ -80,7 +83,8 @@ class StatsMethods:
 
     def stats(self) -> Dict[str, Any]:
         """A snapshot of the loop's counters (see the ``ferroloop._stats`` module docs)."""
-        iterations, callbacks, polling, ready, timers, cancelled, fds = self._stats_counters()
+        (iterations, callbacks, polling, ready, timers, cancelled, fds, readers,
+         writers) = self._stats_counters()
         timer_lag, slowest, busiest = self._stats_timing()
         running = self._run_seconds
         started = self._run_started
@@ -96,6 +100,8 @@ class StatsMethods:
             "timers": timers,
             "cancelled_timers": cancelled,
             "watched_fds": fds,
+            "readers": readers,
+            "writers": writers,
             "transports": len(self._transports),
             "pipe_transports": _count(self._pipe_transports, _is_open),
             "subprocess_transports": _count(self._subprocess_transports, _child_running),

@@ -206,6 +206,12 @@ impl<R, T: Timer, H> Driver<R, T, H> {
         self.change_io(|io, poller| io.remove(poller, fd, side))
     }
 
+    /// Unregisters the reader or writer of `fd` if `which` accepts it (under the registry
+    /// lock: no callbacks in `which`), returning it.
+    pub fn remove_fd_if(&self, fd: RawFd, side: Side, which: impl FnOnce(&H) -> bool) -> Option<H> {
+        self.change_io(|io, poller| io.remove_if(poller, fd, side, which))
+    }
+
     /// `f` on the registry, then `io_len` brought in step with it.
     fn change_io<X>(&self, f: impl FnOnce(&mut IoRegistry<H>, &Poller) -> X) -> X {
         let mut io = self.io.lock();
@@ -235,6 +241,12 @@ impl<R, T: Timer, H> Driver<R, T, H> {
     /// Number of fds watched.
     pub fn fd_count(&self) -> usize {
         self.io_len.load(Ordering::Relaxed)
+    }
+
+    /// `(readers, writers)` among the owners `counts` accepts (under the registry lock:
+    /// no callbacks in `counts`).
+    pub fn count_fd_owners(&self, counts: impl Fn(&H) -> bool) -> (usize, usize) {
+        self.io.lock().count_sides(counts)
     }
 
     /// Calls `f` for every queued entry, timer and owner whose lock is free right now

@@ -106,12 +106,26 @@ impl<T> IoRegistry<T> {
 
     /// Removes and returns the reader or writer of `fd`, if any.
     pub fn remove(&mut self, poller: &Poller, fd: RawFd, side: Side) -> Option<T> {
+        self.remove_if(poller, fd, side, |_| true)
+    }
+
+    /// Removes and returns the reader or writer of `fd` if `which` accepts it.
+    pub fn remove_if(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        side: Side,
+        which: impl FnOnce(&T) -> bool,
+    ) -> Option<T> {
         let slot = self.slots.get_mut(&fd)?;
-        let removed = match side {
-            Side::Read => slot.reader.take(),
-            Side::Write => slot.writer.take(),
+        let place = match side {
+            Side::Read => &mut slot.reader,
+            Side::Write => &mut slot.writer,
         };
-        removed.as_ref()?;
+        if !place.as_ref().is_some_and(which) {
+            return None;
+        }
+        let removed = place.take();
         let interest = slot.interest();
         if interest.is_empty() {
             self.slots.remove(&fd);
@@ -152,6 +166,16 @@ impl<T> IoRegistry<T> {
     /// Whether no fd is watched.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// How many readers and how many writers `counts` accepts: `(readers, writers)`.
+    pub fn count_sides(&self, counts: impl Fn(&T) -> bool) -> (usize, usize) {
+        let mut sides = (0, 0);
+        for slot in self.slots.values() {
+            sides.0 += usize::from(slot.reader.as_ref().is_some_and(&counts));
+            sides.1 += usize::from(slot.writer.as_ref().is_some_and(&counts));
+        }
+        sides
     }
 
     /// Every reader and writer, in no particular order.
@@ -204,6 +228,34 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
+
+    #[test]
+    fn count_sides_counts_readers_and_writers_apart() {
+        let poller = Poller::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut io = IoRegistry::new();
+        io.set(&poller, a.as_raw_fd(), Side::Read, 1).unwrap();
+        io.set(&poller, a.as_raw_fd(), Side::Write, 2).unwrap();
+        io.set(&poller, b.as_raw_fd(), Side::Read, 3).unwrap();
+        assert_eq!(io.count_sides(|_| true), (2, 1));
+        assert_eq!(io.count_sides(|owner| *owner != 3), (1, 1));
+        io.remove(&poller, a.as_raw_fd(), Side::Read);
+        assert_eq!(io.count_sides(|_| true), (1, 1));
+    }
+
+    #[test]
+    fn remove_if_removes_only_the_owner_it_accepts() {
+        let poller = Poller::new().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let mut io = IoRegistry::new();
+        io.set(&poller, fd, Side::Read, 1).unwrap();
+        assert_eq!(io.remove_if(&poller, fd, Side::Read, |owner| *owner == 2), None);
+        assert_eq!(io.get(fd, Side::Read), Some(&1));
+        assert_eq!(io.remove_if(&poller, fd, Side::Write, |_| true), None);
+        assert_eq!(io.remove_if(&poller, fd, Side::Read, |owner| *owner == 1), Some(1));
+        assert!(io.is_empty(), "the last owner's registration is gone");
+    }
 
     #[test]
     fn reader_and_writer_share_one_registration() {

@@ -8,6 +8,7 @@
 //! * [`ready`] — what the driver queues: ready entries and fd owners.
 //! * [`queued`] — handles as the queues hold them (untracked by the collector there).
 //! * [`transports`] — native transports (streams, datagrams, pipes).
+//! * [`sock`] — the `sock_recv`/`sock_sendall` system calls and waits.
 //! * [`process`] — child exit watching (pidfd, or the `SIGCHLD` reaper) for subprocesses.
 //! * [`watchdog`] — the blocking detector's thread.
 //! * [`errors`] — the one mapping from Rust errors to Python exceptions.
@@ -25,6 +26,7 @@ mod handles;
 mod process;
 mod queued;
 mod ready;
+mod sock;
 mod transports;
 mod watchdog;
 

@@ -1,8 +1,9 @@
 //! What the driver queues for a Python loop: ready entries and fd owners.
 //!
 //! An fd is owned by a Python callback (`add_reader`/`add_writer`: a [`Handle`]), by a
-//! native transport, which handles its own readiness in Rust and calls its protocol, or by
-//! a child watch (a subprocess's pidfd).
+//! native transport, which handles its own readiness in Rust and calls its protocol, by a
+//! `sock_recv`/`sock_sendall` waiting for its socket, or by a child watch (a subprocess's
+//! pidfd).
 //! The driver never looks inside: `event_loop::run` turns owners into [`Ready`] entries
 //! and runs them.
 
@@ -14,6 +15,7 @@ use pyo3::PyTraverseError;
 use crate::handles::{Callback, Handle, TimerHandle};
 use crate::process::ChildWatch;
 use crate::queued::Queued;
+use crate::sock::SockWait;
 use crate::transports::NativeTransport;
 
 /// The reader or writer of an fd.
@@ -24,6 +26,8 @@ pub enum FdOwner {
     Transport(NativeTransport),
     /// A child process's pidfd.
     Child(Py<ChildWatch>),
+    /// A `sock_recv`/`sock_sendall` waiting for its socket.
+    Sock(Py<SockWait>),
     /// The read end of the signal handlers' wake-up pipe.
     Signals,
 }
@@ -37,6 +41,7 @@ impl FdOwner {
             FdOwner::Callback(handle) => Some(Ready::Handle(Queued::new(handle.clone_ref(py)))),
             FdOwner::Transport(transport) => Some(Ready::Transport(transport.clone_ref(py), side)),
             FdOwner::Child(watch) => Some(Ready::Child(watch.clone_ref(py))),
+            FdOwner::Sock(wait) => Some(Ready::Sock(wait.clone_ref(py))),
             FdOwner::Signals => Some(Ready::Signals),
         }
     }
@@ -63,7 +68,7 @@ impl FdOwner {
         match self {
             FdOwner::Transport(transport) => transport.release_face(py),
             FdOwner::Child(watch) => watch.get().reap_in_background(),
-            FdOwner::Callback(_) | FdOwner::Signals => {}
+            FdOwner::Callback(_) | FdOwner::Sock(_) | FdOwner::Signals => {}
         }
     }
 
@@ -73,6 +78,7 @@ impl FdOwner {
             FdOwner::Callback(h) => visit.call(h),
             FdOwner::Transport(t) => t.traverse(visit),
             FdOwner::Child(w) => visit.call(w),
+            FdOwner::Sock(w) => visit.call(w),
             FdOwner::Signals => Ok(()),
         }
     }
@@ -88,6 +94,8 @@ pub enum Ready {
     Transport(NativeTransport, Side),
     /// A child process exited (its pidfd turned readable).
     Child(Py<ChildWatch>),
+    /// A waiting `sock_recv`/`sock_sendall`'s socket is ready.
+    Sock(Py<SockWait>),
     /// Signals were caught (their numbers wait in the wake-up pipe).
     Signals,
 }
@@ -98,7 +106,7 @@ impl Ready {
         match self {
             Ready::Handle(h) => Some(&h.get().inner),
             Ready::Timer(t) => Some(&t.get().inner),
-            Ready::Transport(..) | Ready::Child(_) | Ready::Signals => None,
+            Ready::Transport(..) | Ready::Child(_) | Ready::Sock(_) | Ready::Signals => None,
         }
     }
 
@@ -114,6 +122,7 @@ impl Ready {
             Ready::Timer(t) => t.object(py),
             Ready::Transport(t, _) => t.object(py),
             Ready::Child(w) => w.clone_ref(py).into_any(),
+            Ready::Sock(w) => w.get().object(py),
             Ready::Signals => py.None(),
         }
     }
@@ -125,6 +134,7 @@ impl Ready {
             Ready::Timer(t) => t.traverse(visit),
             Ready::Transport(t, _) => t.traverse(visit),
             Ready::Child(w) => visit.call(w),
+            Ready::Sock(w) => visit.call(w),
             Ready::Signals => Ok(()),
         }
     }

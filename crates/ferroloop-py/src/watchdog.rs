@@ -6,9 +6,10 @@
 //! `interval` (a quarter of the threshold, between 1 ms and 250 ms) the watchdog samples
 //! both: a loop that is running, not polling, and has not started another callback since
 //! the last sample is inside one callback. Once that has lasted `threshold`, the watchdog
-//! takes the GIL and calls `reporter("blocked", seconds)` — `ferroloop._blocking` then
-//! reads the loop thread's stack — and when the loop moves on, `reporter("unblocked",
-//! total_seconds)`. One report per stall.
+//! takes the GIL and calls `reporter("blocked", seconds, running)` — `running` is the
+//! handle (or transport) the loop thread is running, `ferroloop._blocking` then reads the
+//! loop thread's stack — and when the loop moves on, `reporter("unblocked",
+//! total_seconds, None)`. One report per stall.
 //!
 //! A stall is timed from the sample that first saw its callback (at most one interval
 //! after it began). When the loop moved on while the watchdog waited for the GIL (C code
@@ -120,18 +121,28 @@ fn watch(
 fn report_stall(loop_core: &LoopCore, reporter: &Py<PyAny>, count: u64, since: Instant) -> bool {
     Python::attach(|py| {
         let moved_on = loop_core.callbacks_started() != count || loop_core.is_polling();
-        let event = if moved_on { "unblocked" } else { "blocked" };
-        call_reporter(py, reporter, event, since.elapsed());
+        if moved_on {
+            call_reporter(py, reporter, "unblocked", since.elapsed(), None);
+        } else {
+            let running = loop_core.running_object(py);
+            call_reporter(py, reporter, "blocked", since.elapsed(), running);
+        }
         !moved_on
     })
 }
 
 fn report(reporter: &Py<PyAny>, event: &str, duration: Duration) {
-    Python::attach(|py| call_reporter(py, reporter, event, duration));
+    Python::attach(|py| call_reporter(py, reporter, event, duration, None));
 }
 
-fn call_reporter(py: Python<'_>, reporter: &Py<PyAny>, event: &str, duration: Duration) {
-    if let Err(err) = reporter.call1(py, (event, duration.as_secs_f64())) {
+fn call_reporter(
+    py: Python<'_>,
+    reporter: &Py<PyAny>,
+    event: &str,
+    duration: Duration,
+    running: Option<Py<PyAny>>,
+) {
+    if let Err(err) = reporter.call1(py, (event, duration.as_secs_f64(), running)) {
         // A failing reporter must not end the watchdog: show it as Python would.
         err.write_unraisable(py, Some(reporter.bind(py)));
     }

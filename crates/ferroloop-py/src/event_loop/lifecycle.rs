@@ -45,8 +45,11 @@ impl LoopCore {
             return Ok(());
         }
         // The parent's transports and children stay the parent's: the child's loop keeps
-        // only `add_reader`/`add_writer` callbacks (and the signal pipe, renewed below).
-        let keep = |owner: &FdOwner| matches!(owner, FdOwner::Callback(_) | FdOwner::Signals);
+        // only `add_reader`/`add_writer` callbacks and `sock_*` waits (asyncio's are
+        // readers and writers too), and the signal pipe, renewed below.
+        let keep = |owner: &FdOwner| {
+            matches!(owner, FdOwner::Callback(_) | FdOwner::Sock(_) | FdOwner::Signals)
+        };
         // SAFETY: this runs in the child's at-fork hook (`os.register_at_fork`), before the
         // child starts threads; the parent's threads that used the driver do not exist here.
         let lost = unsafe { self.driver.reset_in_forked_child(keep) }.map_err(os_error)?;

@@ -27,7 +27,7 @@ mod timing;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ferroloop_core::signal::WakeupPipe;
@@ -35,7 +35,7 @@ use ferroloop_core::{clock, Driver};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::errors::{loop_closed, os_error};
@@ -44,6 +44,7 @@ use crate::py::GilCell;
 use crate::queued::Queued;
 use crate::process::ChildWatch;
 use crate::ready::{FdOwner, Ready};
+use crate::sock::{self, SockWait};
 use crate::watchdog::Watchdog;
 use timing::{CallbackTiming, TimerLag};
 use crate::{ffi, py};
@@ -69,6 +70,9 @@ pub struct LoopCore {
     /// this is what a watchdog thread samples: a count that stops moving while the loop
     /// is not polling means one callback has been running since the last sample.
     callbacks_run: AtomicU64,
+    /// The entry `run_entry` is running, null between entries: for the watchdog's report
+    /// (see [`LoopCore::running_object`]). Only the loop thread writes it.
+    running_entry: AtomicPtr<Ready>,
     /// The wake-up pipe of signal handlers, created by the first `add_signal_handler`.
     signal_pipe: parking_lot::Mutex<Option<WakeupPipe>>,
     /// The blocking detector's thread, while a threshold is set.
@@ -111,6 +115,20 @@ impl LoopCore {
         self.callbacks_run.load(Ordering::Relaxed)
     }
 
+    /// The object user code sees for the entry the loop thread is running (a handle, a
+    /// timer handle, a transport), or `None` between entries. For the watchdog thread.
+    pub(crate) fn running_object(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let entry = self.running_entry.load(Ordering::Relaxed);
+        // SAFETY: the loop thread stores a non-null pointer only while `run_entry` runs
+        // that entry, which stays in the driver's batch until `run_entry` returns, and it
+        // stores null again before returning. Leaving `run_entry` needs the GIL (the
+        // entry's Python code, or Rust code holding `py`, must finish first), and we hold
+        // the GIL (`py`): so a non-null pointer read now points to a live entry for as
+        // long as we hold it. The GIL hand-over orders the loop thread's store before
+        // our load, so the Relaxed load sees it.
+        unsafe { entry.as_ref() }.map(|entry| entry.object(py))
+    }
+
     /// Whether `run_forever` is running (sampled by the watchdog thread).
     pub(crate) fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
@@ -144,6 +162,7 @@ impl LoopCore {
             running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             callbacks_run: AtomicU64::new(0),
+            running_entry: AtomicPtr::new(std::ptr::null_mut()),
             signal_pipe: parking_lot::Mutex::new(None),
             watchdog: parking_lot::Mutex::new(None),
             iterations: AtomicU64::new(0),
@@ -427,9 +446,18 @@ impl LoopCore {
     }
 
     /// The core's counters for `Loop.stats()`: `(iterations, callbacks_run,
-    /// poll_seconds, ready, timers, cancelled_timers, watched_fds)`.
-    fn _stats_counters(&self, py: Python<'_>) -> (u64, u64, f64, usize, usize, usize, usize) {
+    /// poll_seconds, ready, timers, cancelled_timers, watched_fds, readers, writers)`;
+    /// `readers`/`writers` count the `add_reader`/`add_writer` callbacks (those of the
+    /// `sock_*` coroutines included), not transports, child pidfds or the signal pipe.
+    #[allow(clippy::type_complexity)]
+    fn _stats_counters(
+        &self,
+        py: Python<'_>,
+    ) -> (u64, u64, f64, usize, usize, usize, usize, usize, usize) {
         let (timers, cancelled) = self.driver.timer_counts();
+        let (readers, writers) = self
+            .driver
+            .count_fd_owners(|owner| matches!(owner, FdOwner::Callback(_) | FdOwner::Sock(_)));
         (
             self.iterations.load(Ordering::Relaxed),
             self.callbacks_run.load(Ordering::Relaxed),
@@ -438,6 +466,8 @@ impl LoopCore {
             timers,
             cancelled,
             self.driver.fd_count(),
+            readers,
+            writers,
         )
     }
 
@@ -476,6 +506,34 @@ impl LoopCore {
     }
 
     /// The reader (`writer=False`) or writer handle registered for `fd`, if any.
+    /// `sock_recv`'s first attempt: one `recv` of at most `n` bytes, `None` if it would
+    /// block (see `crate::sock`).
+    fn _sock_try_recv(&self, py: Python<'_>, fd: RawFd, n: isize) -> PyResult<Option<Py<PyBytes>>> {
+        sock::try_recv(py, fd, n)
+    }
+
+    /// `sock_sendall`'s first attempt: the number of bytes of `data` sent now.
+    fn _sock_try_send_all(&self, fd: RawFd, data: &Bound<'_, PyBytes>) -> PyResult<usize> {
+        sock::try_send_all(fd, data)
+    }
+
+    /// Waits for `fd` to finish `sock_recv(n)` (`data` None) or the rest of
+    /// `sock_sendall(data)` after `sent` bytes; returns the future to await.
+    fn _sock_start_wait(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        n: isize,
+        data: Option<Py<PyBytes>>,
+        sent: usize,
+    ) -> PyResult<Py<PyAny>> {
+        SockWait::start(slf, fd, n, data, sent)
+    }
+
+    /// The `sock_*` coroutine waiting on `future` stopped waiting: unregister its wait.
+    fn _sock_stop_waiting(slf: &Bound<'_, Self>, fd: RawFd, writer: bool, future: &Bound<'_, PyAny>) {
+        SockWait::stop_waiting(slf, fd, writer, future);
+    }
+
     fn _get_fd_callback(&self, py: Python<'_>, fd: RawFd, writer: bool) -> Option<Py<Handle>> {
         self.driver
             .with_fd(fd, schedule::side(writer), |owner| match owner {

@@ -22,6 +22,7 @@ use crate::queued::Queued;
 use crate::process::ChildWatch;
 use crate::py;
 use crate::ready::{FdOwner, Ready};
+use crate::sock::SockWait;
 
 /// One `turn` of a loop, with the loop object the callbacks need.
 pub(super) struct Iteration<'a, 'py> {
@@ -114,12 +115,17 @@ fn run_entry(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     } else {
         None
     };
+    // For the watchdog (see `LoopCore::running_object`): set only while `entry` runs.
+    core.running_entry
+        .store(std::ptr::from_ref(entry).cast_mut(), Ordering::Relaxed);
     let result = match entry {
         Ready::Transport(transport, side) => transport.on_ready(py, *side),
         Ready::Child(watch) => ChildWatch::on_ready(watch.bind(py), slf),
+        Ready::Sock(wait) => SockWait::on_ready(wait.bind(py), slf),
         Ready::Signals => LoopCore::on_signals(slf),
         Ready::Handle(_) | Ready::Timer(_) => run_callback(slf, entry),
     };
+    core.running_entry.store(std::ptr::null_mut(), Ordering::Relaxed);
     if debug {
         slf.setattr(intern!(py, "_current_handle"), py.None())?;
     }

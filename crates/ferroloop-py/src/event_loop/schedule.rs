@@ -18,6 +18,7 @@ use crate::errors::os_error;
 use crate::handles::{Callback, Handle, TimerHandle};
 use crate::process::{ChildWatch, CHILD_SIDE};
 use crate::ready::{FdOwner, Ready};
+use crate::sock::SockWait;
 use crate::transports::NativeTransport;
 
 /// The driver side of a reader (`writer=False`) or writer.
@@ -174,6 +175,41 @@ impl LoopCore {
             .map_err(os_error)?;
         drop(previous);
         Ok(())
+    }
+
+    /// Makes `wait` the reader or writer of its socket `fd` (replacing an `add_reader`
+    /// callback, which is cancelled, as asyncio's `add_reader` would).
+    pub(crate) fn watch_sock(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        side: Side,
+        wait: Py<SockWait>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let previous = self
+            .driver
+            .set_fd(fd, side, FdOwner::Sock(wait))
+            .map_err(os_error)?;
+        if let Some(previous) = previous {
+            previous.cancel(py);
+        }
+        Ok(())
+    }
+
+    /// Stops watching `fd` on `side` for a `sock_*` wait, if its owner is one that
+    /// `which` accepts.
+    pub(crate) fn unwatch_sock_if(
+        &self,
+        fd: RawFd,
+        side: Side,
+        which: impl FnOnce(&Py<SockWait>) -> bool,
+    ) {
+        let removed = self.driver.remove_fd_if(fd, side, |owner| match owner {
+            FdOwner::Sock(wait) => which(wait),
+            _ => false,
+        });
+        drop(removed);
     }
 
     /// Makes `watch` the reader of its child's pidfd `fd`.

@@ -57,12 +57,23 @@ pub fn read_bytes<'py>(
     fd: RawFd,
     read: fn(RawFd, &mut [u8]) -> io::Result<usize>,
 ) -> io::Result<Option<Bound<'py, PyBytes>>> {
+    let bytes = read_at_most(py, fd, READ_SIZE, read)?;
+    Ok((!bytes.as_bytes().is_empty()).then_some(bytes))
+}
+
+/// One `read` of at most `limit` bytes (and at most the buffer's `READ_SIZE`) from `fd`
+/// into the loop thread's buffer: the bytes, `b""` at end of stream.
+pub fn read_at_most<'py>(
+    py: Python<'py>,
+    fd: RawFd,
+    limit: usize,
+    read: fn(RawFd, &mut [u8]) -> io::Result<usize>,
+) -> io::Result<Bound<'py, PyBytes>> {
     READ_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
-        match read(fd, &mut buf)? {
-            0 => Ok(None),
-            n => Ok(Some(PyBytes::new(py, &buf[..n]))),
-        }
+        let len = limit.min(buf.len());
+        let n = read(fd, &mut buf[..len])?;
+        Ok(PyBytes::new(py, &buf[..n]))
     })
 }
 

@@ -19,7 +19,7 @@
 //! loop calls it on readiness; both take its state lock only briefly and never call Python
 //! while holding it. Users never see a core: they get its face (`ferroloop._transports`).
 
-mod buffers;
+pub(crate) mod buffers;
 pub(crate) mod core;
 mod datagram;
 pub(crate) mod flow;
