@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 HAS_TASKGROUP = sys.version_info >= (3, 11)

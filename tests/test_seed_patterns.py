@@ -1,8 +1,10 @@
-"""The main job's I/O patterns (``benchmarks/_seed_io.py``, run by ``scripts/demo.sh``)
-as tests: each runs on stock asyncio and on the loop under test, and the two results must
-be equal. The patterns drive real libraries over loopback: aiohttp (a JSON API fetched
-with ``gather``, a crawler over 3,000 generated pages), ``websockets`` (a chat room,
-40,000 deliveries), redis-py and asyncpg pools against the session's real servers.
+"""The main job's patterns (``benchmarks/_seed_core.py`` and ``_seed_io.py``, run by
+``scripts/demo.sh``) as tests: each runs on stock asyncio and on the loop under test, and
+the two results must be equal. The core patterns are gather, timeouts, Semaphore,
+TaskGroup, cancellation and executors; the I/O patterns drive real libraries over
+loopback: aiohttp (a JSON API fetched with ``gather``, a crawler over 3,000 generated
+pages), ``websockets`` (a chat room, 40,000 deliveries), redis-py and asyncpg pools
+against the session's real servers.
 
 The results themselves are checked too, so that "equal" cannot mean "equally broken":
 every page crawled, every chat message heard by every member in order, every row written.
@@ -22,7 +24,8 @@ pytest.importorskip("aiohttp", reason="aiohttp is not installed (requirements-li
 pytest.importorskip("websockets", reason="websockets is not installed (requirements-libs.txt)")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-import _seed_io  # noqa: E402  (the demo's module, from benchmarks/)
+import _seed_core  # noqa: E402  (the demo's modules, from benchmarks/)
+import _seed_io  # noqa: E402
 
 
 def _run_pattern(pattern):
@@ -30,6 +33,15 @@ def _run_pattern(pattern):
         # JSON round trip: the demo compares results the same way across processes.
         return json.loads(json.dumps(loop.run_until_complete(pattern())))
     return scenario
+
+
+@pytest.mark.parametrize("name", [name for name, _ in _seed_core.CORE_PATTERNS])
+def test_core_pattern(compare, name):
+    result = compare(_run_pattern(dict(_seed_core.CORE_PATTERNS)[name]))
+    if name == "taskgroup" and not _seed_core.HAS_TASKGROUP:
+        assert result.startswith("skipped")  # no TaskGroup before Python 3.11
+    else:
+        assert isinstance(result, dict) and result  # the pattern's data, equal on both
 
 
 def test_http_gather(compare):
