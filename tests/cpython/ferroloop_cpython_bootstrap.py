@@ -53,6 +53,7 @@ import fnmatch
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -579,6 +580,11 @@ def main(argv=None):
         return 0
 
     faulthandler.enable()
+    # A run started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and Python then leaves it ignored; the Ctrl-C tests (test_runners'
+    # interrupt_main() cases) expect Python's own handler, as in an interactive run.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     out = open(args.results, "a", encoding="utf-8")
     result = JsonLinesResult(out, echo=not args.quiet,
                              test_timeout=args.test_timeout)

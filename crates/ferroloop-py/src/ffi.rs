@@ -229,3 +229,47 @@ unsafe extern "C" fn cached_free<T: CachedClass>(obj: *mut std::ffi::c_void) {
         }
     }
 }
+
+/// A new `bytes` of at most `capacity` bytes, written in place by `fill`: it gets the
+/// object's uninitialised buffer and returns how many bytes it initialised (or an error,
+/// and the object is discarded). One allocation, no copy: CPython's `PyBytesWriter`
+/// (pyo3's shim of it before 3.15: `PyBytes_FromStringAndSize(NULL, n)` + resize).
+/// The outer `Err` is a failed allocation (`MemoryError`).
+pub fn bytes_filled_in_place<'py>(
+    py: Python<'py>,
+    capacity: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
+) -> PyResult<std::io::Result<Bound<'py, pyo3::types::PyBytes>>> {
+    use pyo3::ffi::compat;
+    // SAFETY: attached (we hold `py`); Create returns NULL with an exception set on
+    // failure.
+    let writer = unsafe { compat::PyBytesWriter_Create(capacity as ffi::Py_ssize_t) };
+    if writer.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: a writer created with `capacity` owns a buffer of at least that many bytes,
+    // valid and used by nothing else until Finish or Discard below.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(
+            compat::PyBytesWriter_GetData(writer).cast::<std::mem::MaybeUninit<u8>>(),
+            capacity,
+        )
+    };
+    match fill(buf) {
+        Ok(n) => {
+            let n = n.min(capacity);
+            // SAFETY: `fill` initialised the first `n` bytes; FinishWithSize consumes the
+            // writer and returns a new reference to a `bytes` (or NULL with an exception).
+            let obj = unsafe { compat::PyBytesWriter_FinishWithSize(writer, n as ffi::Py_ssize_t) };
+            // SAFETY: as above: an owned reference or NULL.
+            let bytes = unsafe { Bound::from_owned_ptr_or_err(py, obj) }?;
+            // SAFETY: FinishWithSize returns a `bytes` object.
+            Ok(Ok(unsafe { bytes.cast_into_unchecked() }))
+        }
+        Err(err) => {
+            // SAFETY: the writer is still ours (not finished); Discard frees it.
+            unsafe { compat::PyBytesWriter_Discard(writer) };
+            Ok(Err(err))
+        }
+    }
+}

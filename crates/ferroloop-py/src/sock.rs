@@ -67,7 +67,7 @@ pub fn try_recv(py: Python<'_>, fd: RawFd, n: isize) -> PyResult<Option<Py<PyByt
     if n == 0 {
         return Ok(Some(PyBytes::new(py, b"").unbind()));
     }
-    match buffers::read_at_most(py, fd, n, net::recv) {
+    match buffers::read_up_to(py, fd, n, net::recv_uninit) {
         Ok(bytes) => Ok(Some(bytes.unbind())),
         Err(e) if net::would_block(&e) => Ok(None),
         Err(e) => Err(os_error(e)),
@@ -145,7 +145,7 @@ impl SockWait {
             return Ok(());
         }
         let outcome: Result<Py<PyAny>, io::Error> = match &this.op {
-            Op::Recv { n } => match buffers::read_at_most(py, this.fd, *n, net::recv) {
+            Op::Recv { n } => match buffers::read_up_to(py, this.fd, *n, net::recv_uninit) {
                 Ok(bytes) => Ok(bytes.into_any().unbind()),
                 Err(e) => Err(e),
             },

@@ -7,6 +7,8 @@
 //!   the real `errno` (`WouldBlock` means "wait for readiness").
 //! * [`read`], [`write_vectored`] — the same for pipes, FIFOs and character devices (and
 //!   sockets used as pipes), as pipe transports need.
+//! * [`recv_uninit`], [`read_uninit`] — reads into memory that need not be initialised
+//!   (a new `bytes` object's buffer, filled in place).
 //!
 //! Invariant kept by every caller: the fd passed in is open and owned by the caller for
 //! the whole call (the binding's transports hold the socket object).
@@ -16,13 +18,28 @@ mod write_buffer;
 pub use write_buffer::WriteBuffer;
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
 /// Reads what is available into `buf`; `Ok(0)` is end of stream.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // The pointer and length describe `buf`, which outlives the call.
+    recv_uninit(fd, as_uninit(buf))
+}
+
+/// [`recv`] into memory that need not be initialised: the first `n` bytes are after
+/// `Ok(n)`.
+pub fn recv_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // The pointer and length describe `buf`, which outlives the call; the kernel only
+    // writes into it.
     let n = syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0))?;
     Ok(n as usize)
+}
+
+/// `buf` seen as possibly uninitialised memory (to pass it to a `*_uninit` call).
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the `*_uninit` calls write
+    // only initialised bytes into it, so `buf` stays initialised.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
 /// Sends as much of `slices` as the kernel takes now, in order, without `SIGPIPE` (a
@@ -44,7 +61,14 @@ pub fn send_vectored(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
 
 /// Reads what is available from a pipe (or any fd) into `buf`; `Ok(0)` is end of file.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // The pointer and length describe `buf`, which outlives the call.
+    read_uninit(fd, as_uninit(buf))
+}
+
+/// [`read`] into memory that need not be initialised: the first `n` bytes are after
+/// `Ok(n)`.
+pub fn read_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // The pointer and length describe `buf`, which outlives the call; the kernel only
+    // writes into it.
     let n = syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len()))?;
     Ok(n as usize)
 }

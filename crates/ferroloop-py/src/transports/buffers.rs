@@ -1,22 +1,31 @@
 //! Moving bytes between Python and a transport's fd, for every kind: the argument check of
-//! `write`/`sendto`, one read into the loop thread's buffer, and "send now what the kernel
-//! takes, buffer the rest".
+//! `write`/`sendto`, one read (into the loop thread's buffer, or straight into a new
+//! `bytes` when reads are large), and "send now what the kernel takes, buffer the rest".
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferroloop_core::net::{self, WriteBuffer};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
+use crate::ffi;
+
 /// Bytes read at once for `data_received` (asyncio: 256 KiB).
 const READ_SIZE: usize = 256 * 1024;
 
+/// A read of at least this many bytes makes the next read go straight into a new `bytes`.
+const DIRECT_AFTER: usize = 16 * 1024;
+
 thread_local! {
-    /// The read buffer of the loop thread, shared by all its transports.
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
+    /// The read buffer of the loop thread, shared by all its transports (zeroed once, so
+    /// all of it is initialised).
+    static READ_BUF: RefCell<Vec<MaybeUninit<u8>>> =
+        RefCell::new(vec![MaybeUninit::new(0); READ_SIZE]);
 }
 
 /// The bytes of a `write()` argument: `bytes` as they are, any other buffer
@@ -52,28 +61,60 @@ pub fn with_chunks<R>(
 
 /// One `read` (a syscall such as `net::recv` or `net::read`) from `fd` into the loop
 /// thread's buffer: the bytes as a Python object, or `None` at end of stream.
+///
+/// After a read of at least `DIRECT_AFTER` bytes (`last_read`, the transport's own record),
+/// the next one goes straight into a new `bytes` of `READ_SIZE`, shrunk to what came, with
+/// no copy (as asyncio's `sock.recv(max_size)` does); small reads are copied out of the
+/// shared buffer, which is cheaper than allocating and shrinking `READ_SIZE` each time.
 pub fn read_bytes<'py>(
     py: Python<'py>,
     fd: RawFd,
-    read: fn(RawFd, &mut [u8]) -> io::Result<usize>,
+    read: fn(RawFd, &mut [MaybeUninit<u8>]) -> io::Result<usize>,
+    last_read: &AtomicUsize,
 ) -> io::Result<Option<Bound<'py, PyBytes>>> {
-    let bytes = read_at_most(py, fd, READ_SIZE, read)?;
-    Ok((!bytes.as_bytes().is_empty()).then_some(bytes))
+    let bytes = if last_read.load(Ordering::Relaxed) >= DIRECT_AFTER {
+        read_up_to(py, fd, READ_SIZE, read)?
+    } else {
+        read_at_most(py, fd, READ_SIZE, read)?
+    };
+    let n = bytes.as_bytes().len();
+    last_read.store(n, Ordering::Relaxed);
+    Ok((n > 0).then_some(bytes))
+}
+
+/// One `read` of at most `limit` bytes (and at most `READ_SIZE`) from `fd`: the bytes,
+/// `b""` at end of stream. A large `limit` reads straight into a new `bytes`.
+pub fn read_up_to<'py>(
+    py: Python<'py>,
+    fd: RawFd,
+    limit: usize,
+    read: fn(RawFd, &mut [MaybeUninit<u8>]) -> io::Result<usize>,
+) -> io::Result<Bound<'py, PyBytes>> {
+    if limit < DIRECT_AFTER {
+        return read_at_most(py, fd, limit, read);
+    }
+    match ffi::bytes_filled_in_place(py, limit.min(READ_SIZE), |buf| read(fd, buf)) {
+        Ok(result) => result,
+        Err(no_memory) => Err(io::Error::other(no_memory)),
+    }
 }
 
 /// One `read` of at most `limit` bytes (and at most the buffer's `READ_SIZE`) from `fd`
 /// into the loop thread's buffer: the bytes, `b""` at end of stream.
-pub fn read_at_most<'py>(
+fn read_at_most<'py>(
     py: Python<'py>,
     fd: RawFd,
     limit: usize,
-    read: fn(RawFd, &mut [u8]) -> io::Result<usize>,
+    read: fn(RawFd, &mut [MaybeUninit<u8>]) -> io::Result<usize>,
 ) -> io::Result<Bound<'py, PyBytes>> {
     READ_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         let len = limit.min(buf.len());
-        let n = read(fd, &mut buf[..len])?;
-        Ok(PyBytes::new(py, &buf[..n]))
+        let n = read(fd, &mut buf[..len])?.min(len);
+        // SAFETY: the buffer was initialised when it was made (zeros), and reads only
+        // ever write initialised bytes into it.
+        let filled = unsafe { &*(&buf[..n] as *const [MaybeUninit<u8>] as *const [u8]) };
+        Ok(PyBytes::new(py, filled))
     })
 }
 

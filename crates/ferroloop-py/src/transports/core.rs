@@ -11,6 +11,7 @@
 //! transport).
 
 use std::os::fd::RawFd;
+use std::sync::atomic::AtomicUsize;
 
 use ferroloop_core::Side;
 use parking_lot::Mutex;
@@ -45,6 +46,9 @@ pub struct Common {
     /// through its bound methods) is freed by reference counting, and warns at once if it
     /// was never closed, as asyncio's transports do.
     pub face: Mutex<Option<Py<PyAny>>>,
+    /// Bytes the last read returned (see `buffers::read_bytes`: large reads go straight
+    /// into a new `bytes`). Only the loop thread reads or writes it.
+    pub last_read: AtomicUsize,
 }
 
 impl Common {
@@ -64,6 +68,7 @@ impl Common {
             server,
             server_wants_transport,
             face: Mutex::new(None),
+            last_read: AtomicUsize::new(0),
         }
     }
 

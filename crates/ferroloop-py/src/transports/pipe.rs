@@ -116,7 +116,7 @@ impl ReadPipeTransport {
             }
             state.protocol.clone_ref(py)
         };
-        match buffers::read_bytes(py, this.common.fd, net::read) {
+        match buffers::read_bytes(py, this.common.fd, net::read_uninit, &this.common.last_read) {
             Ok(Some(data)) => {
                 match protocol
                     .bind(py)

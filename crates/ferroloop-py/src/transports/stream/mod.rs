@@ -141,7 +141,7 @@ impl StreamTransport {
         if buffered {
             return Self::read_into_protocol_buffer(slf, protocol);
         }
-        match buffers::read_bytes(py, this.common.fd, net::recv) {
+        match buffers::read_bytes(py, this.common.fd, net::recv_uninit, &this.common.last_read) {
             Ok(Some(bytes)) => {
                 protocol.call_method1(intern!(py, "data_received"), (bytes,))?;
                 Ok(())
