@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -222,6 +223,9 @@ def demo_services(names):
     import looptest_servers as servers  # the library tests' servers, without pytest
 
     started = []
+    # Stopped by a signal, the servers must not outlive the demo: SIGTERM (the default
+    # of kill, pkill, timeout) unwinds through the finally below like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         for name in names:
             if name == "redis" and shutil.which("redis-server"):
@@ -238,6 +242,7 @@ def demo_services(names):
     finally:
         for server in started:
             server.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None):
