@@ -24,12 +24,13 @@ use ferroloop_core::{process, reaper, Side};
 use parking_lot::Mutex;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
 
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
-use crate::py;
+
+/// The exception handler's message for a failed reap or exit callback.
+const REAP_FAILED: &str = "Error while reaping a child process";
 
 /// A child process the loop waits for.
 #[pyclass(frozen, module = "ferroloop._ferroloop")]
@@ -84,7 +85,7 @@ impl ChildWatch {
             Ok(None) => return Ok(()), // not yet (spurious readiness)
             Ok(Some(code)) => Some(code),
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => None, // reaped elsewhere
-            Err(e) => return Self::report(event_loop, os_error(e)),
+            Err(e) => return LoopCore::report_error(event_loop, REAP_FAILED, os_error(e)),
         };
         let pidfd = this.pidfd.lock().take();
         if let Some(pidfd) = pidfd {
@@ -93,18 +94,8 @@ impl ChildWatch {
         }
         match this.callback.bind(py).call1((this.pid, returncode)) {
             Ok(_) => Ok(()),
-            Err(err) if py::is_exit_exception(py, &err) => Err(err),
-            Err(err) => Self::report(event_loop, err),
+            Err(err) => LoopCore::report_error(event_loop, REAP_FAILED, err),
         }
-    }
-
-    fn report(event_loop: &Bound<'_, LoopCore>, err: PyErr) -> PyResult<()> {
-        let py = event_loop.py();
-        let context = PyDict::new(py);
-        context.set_item("message", "Error while reaping a child process")?;
-        context.set_item("exception", err.into_value(py))?;
-        event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
     }
 
     /// The loop closed before the child exited: a thread waits for it and reaps it, so

@@ -26,12 +26,11 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyBytes;
 use pyo3::PyTraverseError;
 
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
-use crate::py;
 use crate::transports::buffers;
 
 /// What a wait retries when its fd is ready.
@@ -145,21 +144,17 @@ impl SockWait {
             return Ok(());
         }
         let outcome: Result<Py<PyAny>, io::Error> = match &this.op {
-            Op::Recv { n } => match buffers::read_up_to(py, this.fd, *n, net::recv_uninit) {
-                Ok(bytes) => Ok(bytes.into_any().unbind()),
-                Err(e) => Err(e),
-            },
+            Op::Recv { n } => buffers::read_up_to(py, this.fd, *n, net::recv_uninit)
+                .map(|bytes| bytes.into_any().unbind()),
             Op::SendAll { data, sent } => {
                 let mut sent = sent.lock();
                 let data = data.bind(py).as_bytes();
                 match send_from(this.fd, data, *sent) {
-                    Ok(now) => {
+                    Ok(now) if now < data.len() => {
                         *sent = now;
-                        if now < data.len() {
-                            return Ok(()); // the rest when the socket is writable again
-                        }
-                        Ok(py.None())
+                        return Ok(()); // the rest when the socket is writable again
                     }
+                    Ok(_) => Ok(py.None()),
                     Err(e) => Err(e),
                 }
             }
@@ -177,8 +172,11 @@ impl SockWait {
         };
         match resolved {
             Ok(_) => Ok(()),
-            Err(err) if py::is_exit_exception(py, &err) => Err(err),
-            Err(err) => Self::report(event_loop, err),
+            Err(err) => LoopCore::report_error(
+                event_loop,
+                "Error while completing a sock_recv/sock_sendall",
+                err,
+            ),
         }
     }
 
@@ -189,16 +187,6 @@ impl SockWait {
         event_loop
             .get()
             .unwatch_sock_if(this.fd, this.side(), |wait| std::ptr::eq(wait.as_ptr(), ptr));
-    }
-
-    #[cold]
-    fn report(event_loop: &Bound<'_, LoopCore>, err: PyErr) -> PyResult<()> {
-        let py = event_loop.py();
-        let context = PyDict::new(py);
-        context.set_item("message", "Error while completing a sock_recv/sock_sendall")?;
-        context.set_item("exception", err.into_value(py))?;
-        event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
     }
 
     /// The coroutine stopped waiting for `future` (it was cancelled, or its task was):

@@ -165,6 +165,24 @@ fn run_callback(slf: &Bound<'_, LoopCore>, entry: &Ready) -> PyResult<()> {
     Ok(())
 }
 
+impl LoopCore {
+    /// Passes `err`, raised by the loop's own work (reaping a child, completing a `sock_*`
+    /// wait), to the exception handler under `message`; `SystemExit`/`KeyboardInterrupt`
+    /// are returned instead, to stop the loop.
+    #[cold]
+    pub(crate) fn report_error(slf: &Bound<'_, Self>, message: &str, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        if py::is_exit_exception(py, &err) {
+            return Err(err);
+        }
+        let context = PyDict::new(py);
+        context.set_item("message", message)?;
+        context.set_item("exception", err.into_value(py))?;
+        slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+}
+
 #[cold]
 fn report_callback_error(
     slf: &Bound<'_, LoopCore>,
