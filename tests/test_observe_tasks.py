@@ -44,6 +44,16 @@ async def cancel_all_but_me():
     await asyncio.gather(*others, return_exceptions=True)
 
 
+def assert_links_and_states(tree):
+    """Each node's children and awaiters follow from the parent links; every task but
+    the running "probe" waits; no creation site outside debug mode."""
+    for info in tree:
+        assert info.children == tuple(t.id for t in tree if t.parent == info.id)
+        assert info.awaited_by == (() if info.parent is None else (info.parent,))
+        assert info.state == ("running" if info.name == "probe" else "waiting")
+        assert info.created_at is None  # not in debug mode
+
+
 def by_name(tree):
     infos = {info.name: info for info in tree}
     assert len(infos) == len(tree), "task names of a test must be unique"
@@ -135,11 +145,7 @@ def test_tree_of_gather_and_taskgroup_nest(loop):
         "tg-waiter": ("left", "taskgroup"),
     }
     tasks = by_name(tree)
-    for info in tree:
-        assert info.children == tuple(t.id for t in tree if t.parent == info.id)
-        assert info.awaited_by == (() if info.parent is None else (info.parent,))
-        assert info.state == ("running" if info.name == "probe" else "waiting")
-        assert info.created_at is None  # not in debug mode
+    assert_links_and_states(tree)
     assert functions(tasks["tg-sleeper"]) == ["sleeper", "sleep"]
     assert where(tasks["tg-sleeper"]) == ("sleeper", line_of("sleeper-await"))
     assert functions(tasks["tg-waiter"]) == ["event_waiter", "wait"]
@@ -230,11 +236,7 @@ def test_tree_of_gather_inside_taskgroup_inside_a_task(loop):
         "leaf-2": ("tg-gatherer", "gather"),
     }
     tasks = by_name(tree)
-    for info in tree:
-        assert info.children == tuple(t.id for t in tree if t.parent == info.id)
-        assert info.awaited_by == (() if info.parent is None else (info.parent,))
-        assert info.state == ("running" if info.name == "probe" else "waiting")
-        assert info.created_at is None  # not in debug mode
+    assert_links_and_states(tree)
     assert functions(tasks["root"]) == ["group_of_gatherer", "wait"]
     assert where(tasks["root"]) == ("group_of_gatherer", line_of("root-group-await"))
     assert functions(tasks["tg-gatherer"]) == ["gather_leaves"]
