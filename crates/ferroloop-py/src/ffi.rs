@@ -15,6 +15,19 @@ pub fn copy_current_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
 }
 
+/// Whether `context`, a `contextvars.Context`, holds no variables.
+pub fn context_is_empty(context: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `context` is a live Context and the GIL is held; its length is the size of
+    // its immutable mapping, read without running Python code (never fails for a Context).
+    unsafe { ffi::PyObject_Size(context.as_ptr()) == 0 }
+}
+
+/// Whether the calling thread holds the GIL (for `Drop`s, which get no token).
+pub fn gil_held() -> bool {
+    // SAFETY: callable from any thread, attached or not; it only reads thread state.
+    unsafe { ffi::PyGILState_Check() != 0 }
+}
+
 /// Whether `obj` is a `contextvars.Context` (the type cannot be subclassed).
 pub fn is_context(obj: &Bound<'_, PyAny>) -> bool {
     // SAFETY: `obj` is a live object; the check only reads its type pointer.
@@ -48,8 +61,8 @@ pub fn run_in_context<T>(
     result
 }
 
-/// Makes sure the garbage collector tracks `obj`, a freshly created instance of a GC
-/// pyclass.
+/// Makes sure the garbage collector tracks `obj`, a fully initialised instance of a GC
+/// type (a freshly created handle; a callback's context about to be shared).
 ///
 /// PyO3's freelist hands out recycled objects without tracking them again (only a fresh
 /// `tp_alloc` tracks). A handle the collector cannot see hides its references: a cycle
@@ -57,8 +70,8 @@ pub fn run_in_context<T>(
 /// invariant "every live handle is tracked" at the one place handles are created.
 pub fn ensure_gc_tracked(obj: &Bound<'_, PyAny>) {
     // SAFETY: `obj` is a live, fully initialised instance of a type with Py_TPFLAGS_HAVE_GC
-    // (pyclasses with `__traverse__`); tracking it once is what `tp_alloc` would have done,
-    // and the IsTracked check guarantees we never track it twice.
+    // (pyclasses with `__traverse__`, `contextvars.Context`); tracking it once is what its
+    // allocation did, and the IsTracked check guarantees we never track it twice.
     unsafe {
         if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
             ffi::PyObject_GC_Track(obj.as_ptr().cast());
@@ -67,7 +80,9 @@ pub fn ensure_gc_tracked(obj: &Bound<'_, PyAny>) {
 }
 
 /// Makes sure the garbage collector does not track `obj`, a freshly created instance of
-/// a GC pyclass (see `queued::Queued`: a handle only the loop's queues hold).
+/// a GC type (see `queued::Queued`: a handle only the loop's queues hold; and
+/// `handles::RunContext`). A type whose dealloc untracks without checking (Context's
+/// does, from 3.12) must be tracked again before its last reference goes.
 pub fn ensure_gc_untracked(obj: &Bound<'_, PyAny>) {
     // SAFETY: `obj` is a live instance of a GC type and the GIL is held (we have a
     // `Bound`); untracking an object that nothing traverses yet is always allowed.

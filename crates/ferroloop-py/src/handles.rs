@@ -36,6 +36,7 @@ use crate::ffi;
 use crate::py;
 use crate::py::GilCell;
 use crate::queued::Queued;
+use crate::run_context::RunContext;
 
 /// What a handle would call: the callable and its arguments until `cancel()`.
 enum Target {
@@ -50,7 +51,7 @@ enum Target {
 /// The callable, arguments and context of a scheduled callback.
 pub struct Callback {
     target: GilCell<Target>,
-    context: Py<PyAny>,
+    context: RunContext,
     cancelled: AtomicBool,
     /// Debug mode only: where the callback was scheduled (asyncio's `_source_traceback`,
     /// a `traceback.StackSummary` whose last entry is the scheduling line).
@@ -77,9 +78,9 @@ impl Callback {
                         ctx.get_type().name()?
                     )));
                 }
-                ctx
+                RunContext::given(ctx)
             }
-            _ => ffi::copy_current_context(py)?,
+            _ => RunContext::copy_current(py)?,
         };
         let source_traceback = if debug {
             Some(py::extract_stack(py)?.unbind())
@@ -91,7 +92,7 @@ impl Callback {
                 callback: callback.unbind(),
                 args: args.unbind(),
             }),
-            context: context.unbind(),
+            context,
             cancelled: AtomicBool::new(false),
             source_traceback,
         })
@@ -133,7 +134,7 @@ impl Callback {
         let Some((callback, args)) = self.target(py) else {
             return Ok(());
         };
-        ffi::run_in_context(py, self.context.bind(py), || {
+        ffi::run_in_context(py, self.context.shared(py), || {
             if args.is_empty() {
                 callback.call0()?;
             } else {
@@ -218,7 +219,7 @@ impl Callback {
             visit.call(callback)?;
             visit.call(args)?;
         }
-        visit.call(&self.context)?;
+        self.context.traverse(visit)?;
         if let Some(tb) = &self.source_traceback {
             visit.call(tb)?;
         }
@@ -294,7 +295,7 @@ macro_rules! handle_pymethods {
             }
 
             fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-                self.inner.context.clone_ref(py)
+                self.inner.context.shared(py).clone().unbind()
             }
 
             /// Runs the callback now, in its context (errors propagate to the caller).

@@ -26,6 +26,7 @@ mod handles;
 mod process;
 mod queued;
 mod ready;
+mod run_context;
 mod sock;
 mod transports;
 mod watchdog;
