@@ -20,12 +20,18 @@
 //! Invariants: at most one watchdog per loop; `stop` wakes the thread at once and joins
 //! it; the thread exits by itself when the loop closes; the reporter runs with the GIL on
 //! the watchdog thread, never on the loop thread.
+//!
+//! The thread waits on `std::sync`'s mutex and condition variable, not `parking_lot`'s:
+//! the watchdog is nearly always parked, and `parking_lot` keeps parked threads in one
+//! global table that `fork()` copies into the child with the parent's threads gone; the
+//! child's next contended `parking_lot` wait in the same bucket then followed a dead
+//! thread's entry (seen: the child's own watchdog crashing in `wait_for`). `std`'s
+//! primitives wait on a futex inside the object itself: nothing global to go stale.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 use crate::event_loop::LoopCore;
@@ -56,7 +62,7 @@ impl Watchdog {
     pub fn stop(mut self, py: Python<'_>) {
         {
             let (flag, wake) = &*self.stop;
-            *flag.lock() = true;
+            *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
             wake.notify_all();
         }
         if let Some(thread) = self.thread.take() {
@@ -82,9 +88,12 @@ fn watch(
     loop {
         let stopping = {
             let (flag, wake) = stop;
-            let mut stopped = flag.lock();
+            let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
             if !*stopped {
-                wake.wait_for(&mut stopped, interval);
+                stopped = wake
+                    .wait_timeout(stopped, interval)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
             *stopped
         };
