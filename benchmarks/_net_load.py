@@ -141,8 +141,10 @@ def wrk_path():
     return shutil.which("wrk")
 
 
-def run_wrk(address: str, conns: int, threads: int, duration: float, cpus=None) -> dict:
-    """Run wrk with wrk_check.lua once; return its summary or raise LoadError.
+def run_wrk(address: str, conns: int, threads: int, duration: float, cpus=None,
+            scheme: str = "http") -> dict:
+    """Run wrk with wrk_check.lua once against ``scheme://address/``; return its summary
+    or raise LoadError.
 
     Any socket error, timeout, non-2xx status or wrong body is an error.
     """
@@ -151,7 +153,7 @@ def run_wrk(address: str, conns: int, threads: int, duration: float, cpus=None) 
         raise LoadError("wrk not found (apt-get install wrk)")
     secs = max(1, int(round(duration)))  # wrk takes whole seconds
     cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--timeout", "5s",
-           "-s", WRK_SCRIPT, f"http://{address}/"]
+           "-s", WRK_SCRIPT, f"{scheme}://{address}/"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_pin(cpus),
                            timeout=secs + 60)

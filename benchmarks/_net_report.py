@@ -181,7 +181,8 @@ def render(meta, results, loops, markdown=False):
                "start_server + read/write/drain echo, sock = sock_accept + sock_recv/"
                "sock_sendall echo (one message in flight per connection, native Rust client, "
                "every byte checked); http = HTTP/1.1 keep-alive asyncio.Protocol server, "
-               "aiohttp = aiohttp.web hello world, both under wrk (every response checked); "
+               "https = the same over TLS (create_server(ssl=)), "
+               "aiohttp = aiohttp.web hello world, all under wrk (every response checked); "
                "tokio = a one-thread tokio echo server in Rust, the ceiling.")
 
     # n/a reasons, grouped

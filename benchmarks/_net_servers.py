@@ -4,7 +4,9 @@
     python _net_servers.py --probe LOOP
     python _net_servers.py LOOP KIND tcp|unix [UNIX_PATH]
 
-KIND is one of ``SERVER_KINDS``.  The worker builds a loop of kind LOOP, starts the server
+KIND is one of ``SERVER_KINDS``; ``https`` is the ``http`` server over TLS (``ssl=`` on
+``create_server``, a self-signed EC certificate the worker makes with the ``openssl``
+command at start-up).  The worker builds a loop of kind LOOP, starts the server
 and prints ``@@READY@@{"address": ...}`` once it accepts connections.  It serves until its
 stdin reaches EOF (the parent closes the pipe), then prints one result line (see
 ``_loops.result_line``) with what it counted: bytes echoed, HTTP requests answered,
@@ -20,14 +22,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 
 from _loops import loop_version, make_loop, result_line
 
-SERVER_KINDS = ("proto", "buffered", "streams", "sock", "http", "aiohttp")
+SERVER_KINDS = ("proto", "buffered", "streams", "sock", "http", "https", "aiohttp")
 # Deliberately wrong servers, for ``net.py --self-check`` (the checks must catch each).
 FAULTY_KINDS = ("bad-corrupt", "bad-drop", "bad-reorder", "bad-extra", "bad-noclose",
                 "bad-http")
@@ -346,6 +352,22 @@ class NotAvailable(Exception):
     """The loop lacks something this server needs (reported as n/a)."""
 
 
+def _server_tls_context():
+    """A server context with a fresh self-signed certificate (wrk does not verify it)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise NotAvailable("the https server needs the openssl command")
+    with tempfile.TemporaryDirectory(prefix="ferroloop-bench-tls-") as tmp:
+        key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 def _listening_tcp_socket():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -376,9 +398,11 @@ async def start_server(loop, kind, family, path):
                       else await AiohttpServer.start(sock))
         else:
             factory = {"proto": EchoProtocol, "buffered": BufferedEcho, "http": HttpProtocol,
+                       "https": HttpProtocol,
                        "bad-http": FaultyHttp}.get(kind) or (lambda: FaultyEcho(kind))
             create = loop.create_server if family == "tcp" else loop.create_unix_server
-            server = await create(factory, **where, backlog=1024)
+            tls = {"ssl": _server_tls_context()} if kind == "https" else {}
+            server = await create(factory, **where, backlog=1024, **tls)
     except NotImplementedError as e:
         api = "create_server" if family == "tcp" else "create_unix_server"
         detail = f": {e}" if str(e) else ""
@@ -444,7 +468,7 @@ def serve(loop_name, kind, family, path):
     return {"ok": True, "bytes": ST.bytes, "requests": ST.requests, "conns": ST.conns,
             "bad_requests": ST.bad_requests, "lost_with_error": ST.lost_with_error,
             "contract": ST.contract, "handler_errors": handler_errors,
-            "http_parser": HTTP_PARSER if kind == "http" else None,
+            "http_parser": HTTP_PARSER if kind in ("http", "https") else None,
             "version": loop_version(loop_name),
             "rusage": {"utime": ru.ru_utime, "stime": ru.ru_stime, "maxrss_kib": ru.ru_maxrss}}
 

@@ -12,8 +12,10 @@ it from another process, and reads the server process's CPU time from
   missing or stale): N connections, one message in flight on each, every echoed byte
   checked;
 * HTTP/1.1 keep-alive servers -- a minimal asyncio.Protocol one (httptools when
-  installed) and an ``aiohttp.web`` hello world -- loaded by ``wrk`` with
-  ``wrk_check.lua``, which checks every response.
+  installed), the same over TLS (``https``: ``create_server(ssl=...)``, one handshake
+  per wrk connection, then every request and response through the loop's TLS layer) and
+  an ``aiohttp.web`` hello world -- loaded by ``wrk`` with ``wrk_check.lua``, which
+  checks every response.
 
 Beside the loops stands the ceiling: ``tokio-echo/``, a one-thread tokio echo server in
 Rust (built like the client), measured on the Protocol echo cells the same way; the CPU
@@ -57,7 +59,7 @@ from _net_report import DEFAULT_LOOPS, KNOWN_LOOPS, render, render_failures, sum
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ("proto", "buffered", "streams", "sock")
-HTTP_KINDS = ("http", "aiohttp")
+HTTP_KINDS = ("http", "https", "aiohttp")
 FAMILIES = ("tcp", "unix")
 
 
@@ -124,7 +126,9 @@ def select_cases(cases, spec):
 
 def _load(case, address, duration, opts):
     if case["kind"] in HTTP_KINDS:
-        return run_wrk(address, case["conns"], opts.wrk_threads, duration, opts.load_cpus)
+        scheme = "https" if case["kind"] == "https" else "http"
+        return run_wrk(address, case["conns"], opts.wrk_threads, duration, opts.load_cpus,
+                       scheme)
     return run_echo_client(address, case["family"], case["conns"], case["size"], duration,
                            opts.load_cpus, opts.client_timeout)
 

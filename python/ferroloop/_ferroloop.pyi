@@ -20,6 +20,10 @@ __all__ = [
 def child_watcher() -> str:
     """``"pidfd"`` or ``"sigchld"``: how this process watches its next child's exit."""
 
+# ``ferroloop._tls._SSLProtocolTransport.write``: ``(transport, data) -> None`` wrapped as a
+# method (``instancemethod``), the TLS pump's write path in Rust.
+_tls_app_write: Any
+
 @final
 class Handle:
     """A callback scheduled with call_soon, call_soon_threadsafe or add_reader/add_writer."""
@@ -152,7 +156,6 @@ class StreamTransport:
         fd: int,
         protocol: Any,
         extra: dict[str, Any],
-        buffered: bool,
         server: Optional[Any] = None,
         server_wants_transport: bool = False,
     ) -> "StreamTransport": ...

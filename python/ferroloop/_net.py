@@ -32,7 +32,6 @@ from asyncio import (
     base_events,
     constants,
     futures,
-    protocols,
     selector_events,
     trsock,
     unix_events,
@@ -161,7 +160,6 @@ class NetworkMethods:
             fd,
             protocol,
             info,
-            isinstance(protocol, protocols.BufferedProtocol),
             server,
             _SERVER_WANTS_TRANSPORT,
         )

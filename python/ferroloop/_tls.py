@@ -5,8 +5,16 @@ every ``SSLContext`` setting, the handshake and shutdown timeouts, the error typ
 messages are asyncio's), layered on a Rust ``StreamTransport``: the transport reads the
 TLS records (into ``SSLProtocol``'s buffer on 3.11+, which is a ``BufferedProtocol``) and
 writes them; ``SSLProtocol`` drives an ``ssl.MemoryBIO``/``SSLObject`` pair and hands the
-application its ``_SSLProtocolTransport``. The record pump is Python here; moving it to
-Rust is the TLS issue's performance step.
+application its ``_SSLProtocolTransport``.
+
+On Python 3.11+ the protocol is ``TLS_PROTOCOL`` (``ferroloop._tls.SSLProtocol``), asyncio's ``SSLProtocol`` with its hot
+path in Rust (``crates/ferroloop-py/src/transports/tls.rs``): while the connection is
+established, the Rust transport hands each read of TLS records to the pump, which
+decrypts, calls the application's ``data_received`` and writes what TLS has to send,
+and the application's transport (``ferroloop._tls._SSLProtocolTransport``) encrypts and writes in Rust; the
+handshake, shutdown, timeouts, flow-control changes and errors run asyncio's methods.
+3.9/3.10 have an older ``sslproto`` (another state machine): their ``SSLProtocol`` is
+used as it is. ``start_tls`` is asyncio's and uses its plain ``SSLProtocol``.
 
 * ``_make_ssl_transport`` — what ``create_connection(ssl=...)``,
   ``create_unix_connection(ssl=...)`` and ``connect_accepted_socket(ssl=...)`` call
@@ -22,9 +30,39 @@ ever sees ``SSLProtocol``'s app transport.
 
 from __future__ import annotations
 
+import sys
 from asyncio import base_events, constants, sslproto
 
+from . import _ferroloop
+
 TLS_FROM_ASYNCIO = ("start_tls",)
+
+if sys.version_info >= (3, 11):
+
+    # Named as asyncio's classes (exception contexts and reprs show the class name);
+    # both are subclasses of asyncio's, so isinstance checks hold.
+
+    class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
+        """The application's transport, with ``write`` in Rust (same checks, same
+        effect as asyncio's)."""
+
+        write = _ferroloop._tls_app_write
+
+    class SSLProtocol(sslproto.SSLProtocol):
+        """asyncio's ``SSLProtocol``; the Rust transport gives its records to the Rust
+        pump instead of calling ``get_buffer``/``buffer_updated`` (see the module docs)."""
+
+        def _get_app_transport(self):
+            created = self._app_transport is None
+            transport = super()._get_app_transport()
+            if created:
+                transport.__class__ = _SSLProtocolTransport
+            return transport
+
+    TLS_PROTOCOL = SSLProtocol
+else:
+    TLS_PROTOCOL = None  # the Rust transports check for it (see the module docs)
+_PROTOCOL = TLS_PROTOCOL or sslproto.SSLProtocol
 
 # 3.11+ SSLProtocol takes a shutdown timeout; 3.9/3.10's has none.
 _HAS_SHUTDOWN_TIMEOUT = hasattr(constants, "SSL_SHUTDOWN_TIMEOUT")
@@ -55,7 +93,7 @@ class TLSMethods:
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=_SSL_SHUTDOWN_TIMEOUT,
     ):
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _PROTOCOL(
             self,
             protocol,
             sslcontext,

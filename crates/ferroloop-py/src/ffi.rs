@@ -28,6 +28,20 @@ pub fn gil_held() -> bool {
     unsafe { ffi::PyGILState_Check() != 0 }
 }
 
+extern "C" {
+    // Not in pyo3-ffi; part of CPython's C API since 3.0 (`Objects/classobject.c`).
+    fn PyInstanceMethod_New(func: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// `func` wrapped so that, as a class attribute, it binds to instances as a Python
+/// function does (`instance.name(x)` calls `func(instance, x)`); built-in functions
+/// alone do not bind.
+pub fn instance_method<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `func` is a live callable; the call returns a new reference or NULL with
+    // an exception set, which `from_owned_ptr_or_err` handles.
+    unsafe { Bound::from_owned_ptr_or_err(func.py(), PyInstanceMethod_New(func.as_ptr())) }
+}
+
 /// Whether `obj` is a `contextvars.Context` (the type cannot be subclassed).
 pub fn is_context(obj: &Bound<'_, PyAny>) -> bool {
     // SAFETY: `obj` is a live object; the check only reads its type pointer.

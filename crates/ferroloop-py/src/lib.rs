@@ -7,7 +7,10 @@
 //! * [`handles`] — `Handle` and `TimerHandle`, frozen pyclasses.
 //! * [`ready`] — what the driver queues: ready entries and fd owners.
 //! * [`queued`] — handles as the queues hold them (untracked by the collector there).
-//! * [`transports`] — native transports (streams, datagrams, pipes).
+//! * [`run_context`] — the `contextvars.Context` a callback runs in (an empty copy the
+//!   loop made is untracked by the collector while queued).
+//! * [`transports`] — native transports (streams, datagrams, pipes) and the TLS record
+//!   pump's hot path.
 //! * [`sock`] — the `sock_recv`/`sock_sendall` system calls and waits.
 //! * [`process`] — child exit watching (pidfd, or the `SIGCHLD` reaper) for subprocesses.
 //! * [`watchdog`] — the blocking detector's thread.
@@ -50,7 +53,11 @@ mod _ferroloop {
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
         crate::handles::install_caches(m.py());
+        // `ferroloop._tls._SSLProtocolTransport.write`: a method, not a bare built-in.
+        let write = pyo3::wrap_pyfunction!(crate::transports::tls_app_write, m)?;
+        m.add("_tls_app_write", crate::ffi::instance_method(write.as_any())?)?;
         Ok(())
     }
 }

@@ -117,6 +117,7 @@ static EXTRACT_STACK: Cached<Py<PyAny>> = Cached::new();
 static FUTURE_TYPE: Cached<Py<PyAny>> = Cached::new();
 static TASK_TYPE: Cached<Py<PyAny>> = Cached::new();
 static BUFFERED_PROTOCOL_TYPE: Cached<Py<PyAny>> = Cached::new();
+static TLS_PROTOCOL_TYPE: Cached<Py<PyAny>> = Cached::new();
 static ASYNCIO_LOGGER: Cached<Py<PyAny>> = Cached::new();
 
 /// `module.name`, imported on first use and kept in `cell`.
@@ -170,6 +171,11 @@ pub fn task_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 /// `asyncio.BufferedProtocol`.
 pub fn buffered_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     cached_attr(py, &BUFFERED_PROTOCOL_TYPE, "asyncio", "BufferedProtocol")
+}
+
+/// `ferroloop._tls.TLS_PROTOCOL`, or `None` on Pythons without it (see `transports::tls`).
+pub fn tls_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    cached_attr(py, &TLS_PROTOCOL_TYPE, "ferroloop._tls", "TLS_PROTOCOL")
 }
 
 /// Logs `message` as a warning on asyncio's logger (`asyncio.log.logger`).

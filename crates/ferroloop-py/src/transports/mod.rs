@@ -12,6 +12,8 @@
 //! * [`datagram`] — `DatagramTransport`, asyncio's UDP and Unix datagram transport.
 //! * [`pipe`] — `ReadPipeTransport`/`WritePipeTransport`, asyncio's Unix pipe transports
 //!   (pipes, FIFOs, ptys, subprocess pipes).
+//! * [`tls`] — the TLS record pump's hot path (asyncio's `SSLProtocol` in the `WRAPPED`
+//!   state): records from a `StreamTransport` and application writes, in Rust.
 //!
 //! A transport owns its fd's registrations in the loop's driver (as
 //! `FdOwner::Transport`) and the Python socket object (which owns the fd and closes it
@@ -26,6 +28,7 @@ pub(crate) mod flow;
 mod macros;
 mod pipe;
 mod stream;
+mod tls;
 
 use ferroloop_core::Side;
 use pyo3::gc::PyVisit;
@@ -37,6 +40,7 @@ use self::core::Transport;
 pub use datagram::DatagramTransport;
 pub use pipe::{ReadPipeTransport, WritePipeTransport};
 pub use stream::StreamTransport;
+pub use tls::tls_app_write;
 
 /// A native transport, as the driver keeps it for the fds it watches.
 pub enum NativeTransport {

@@ -12,20 +12,18 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
 
-use super::{StreamKind, StreamTransport};
+use super::{Reader, StreamKind, StreamTransport};
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
-use crate::py;
 use crate::transports::buffers::{self, as_bytes};
 use crate::transports::core::{self, Common, State};
 use crate::transports::macros::native_transport;
 
 native_transport! { StreamTransport, StreamKind, Stream, {
-        /// Notes whether the new protocol is a `BufferedProtocol`.
+        /// Notes how the new protocol takes what is read.
         fn set_protocol_of(slf: &Bound<'_, Self>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
-            let py = slf.py();
-            let buffered = protocol.is_instance(py::buffered_protocol_type(py)?)?;
-            slf.get().state.lock().kind.buffered = buffered;
+            let reader = Reader::of(&protocol)?;
+            slf.get().state.lock().kind.reader = reader;
             core::replace_protocol(slf.get(), protocol);
             Ok(())
         }
@@ -51,28 +49,26 @@ native_transport! { StreamTransport, StreamKind, Stream, {
     /// Wraps the connected non-blocking socket `sock` (fd `fd`); `ferroloop._net` builds
     /// it, binds its face and schedules `connection_made`.
     #[new]
-    #[pyo3(signature = (event_loop, sock, fd, protocol, extra, buffered, server=None, server_wants_transport=false))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (event_loop, sock, fd, protocol, extra, server=None, server_wants_transport=false))]
     fn new(
         event_loop: Py<LoopCore>,
         sock: Py<PyAny>,
         fd: RawFd,
-        protocol: Py<PyAny>,
+        protocol: Bound<'_, PyAny>,
         extra: Py<PyDict>,
-        buffered: bool,
         server: Option<Py<PyAny>>,
         server_wants_transport: bool,
-    ) -> Self {
+    ) -> PyResult<Self> {
         let kind = StreamKind {
-            buffered,
+            reader: Reader::of(&protocol)?,
             eof_requested: false,
             buffer: WriteBuffer::new(),
             empty_waiter: None,
         };
-        StreamTransport {
+        Ok(StreamTransport {
             common: Common::new(event_loop, sock, fd, extra, server, server_wants_transport),
-            state: Mutex::new(State::new(protocol, kind)),
-        }
+            state: Mutex::new(State::new(protocol.unbind(), kind)),
+        })
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {

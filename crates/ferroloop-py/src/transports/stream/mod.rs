@@ -31,13 +31,38 @@ mod methods;
 
 use super::buffers;
 use super::core::{self, Common, Pending, State};
+use super::tls;
 use crate::errors::os_error;
 use crate::py;
 
+/// How the protocol takes what the transport reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// `data_received(bytes)`.
+    Bytes,
+    /// An `asyncio.BufferedProtocol`: `get_buffer`/`buffer_updated`.
+    Buffered,
+    /// A `ferroloop._tls.TLS_PROTOCOL` (a `BufferedProtocol`): the records go to the
+    /// pump's Rust path (`transports::tls`).
+    Tls,
+}
+
+impl Reader {
+    fn of(protocol: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = protocol.py();
+        Ok(if tls::is_tls_protocol(protocol)? {
+            Reader::Tls
+        } else if protocol.is_instance(py::buffered_protocol_type(py)?)? {
+            Reader::Buffered
+        } else {
+            Reader::Bytes
+        })
+    }
+}
+
 /// What only stream transports keep under the lock.
 pub struct StreamKind {
-    /// The protocol is an `asyncio.BufferedProtocol`.
-    buffered: bool,
+    reader: Reader,
     eof_requested: bool,
     buffer: WriteBuffer,
     /// The future `loop.sendfile` waits on until the buffer is flushed (asyncio's
@@ -112,7 +137,7 @@ impl StreamTransport {
             Err(Failure::Protocol(err, message)) => (err, message),
             Err(Failure::Py(err)) => {
                 let message = match side {
-                    Side::Read if slf.get().state.lock().kind.buffered => {
+                    Side::Read if slf.get().state.lock().kind.reader != Reader::Bytes => {
                         "Fatal error: protocol.buffer_updated() call failed."
                     }
                     Side::Read => "Fatal error: protocol.data_received() call failed.",
@@ -130,18 +155,22 @@ impl StreamTransport {
     fn read_ready(slf: &Bound<'_, Self>) -> Result<(), Failure> {
         let py = slf.py();
         let this = slf.get();
-        let (protocol, buffered) = {
+        let (protocol, reader) = {
             let state = this.state.lock();
             if state.closing || !state.reading {
                 return Ok(()); // stale readiness from before a pause or close
             }
-            (state.protocol.clone_ref(py), state.kind.buffered)
+            (state.protocol.clone_ref(py), state.kind.reader)
         };
         let protocol = protocol.bind(py);
-        if buffered {
+        if reader == Reader::Buffered {
             return Self::read_into_protocol_buffer(slf, protocol);
         }
         match buffers::read_bytes(py, this.common.fd, net::recv_uninit, &this.common.last_read) {
+            Ok(Some(bytes)) if reader == Reader::Tls => {
+                tls::records_received(protocol, bytes)?;
+                Ok(())
+            }
             Ok(Some(bytes)) => {
                 protocol.call_method1(intern!(py, "data_received"), (bytes,))?;
                 Ok(())
