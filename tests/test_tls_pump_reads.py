@@ -22,11 +22,13 @@ Covered:
 * errors inside the pump (the application's ``data_received``, the TLS object's
   ``write``): asyncio's "Fatal error on SSL protocol" report and ``connection_lost``;
 * ferroloop only: the application's transport has the Rust ``write`` and the raw
-  transport's protocol is ``ferroloop._tls.SSLProtocol``.
+  transport's protocol is ``ferroloop._tls.SSLProtocol``, also after a ``start_tls``
+  upgrade.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import sys
@@ -35,7 +37,7 @@ import pytest
 
 from looptest_net import run, spin, until
 from looptest_support import exc_info_tuple, outcome
-from looptest_tls import TLS_TEST_MARKS
+from looptest_tls import TLS_TEST_MARKS, client_context, server_context
 from looptest_tls_pump import (
     KB,
     Gate,
@@ -371,3 +373,48 @@ def test_fast_path_in_place(loop, certs):
     assert ends == [(True, True, True, True, True)] * 2
     assert received == b"through the fast path"
     assert lost == (None, None)
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="ferroloop's Rust TLS pump exists on Python 3.11+ only (3.9/3.10 use "
+    "asyncio's start_tls and SSLProtocol unchanged)",
+)
+@pytest.mark.parametrize("loop_impl", ["ferroloop"])
+def test_start_tls_upgrades_onto_the_fast_path(loop, certs):
+    # A plain connection upgraded by StreamWriter.start_tls on both ends (what asyncpg
+    # does after its SSLRequest): both TLS transports are ferroloop's, and the upgraded
+    # connection carries data both ways.
+    from ferroloop import _tls
+
+    async def main():
+        upgraded = []
+
+        async def handle(reader, writer):
+            assert await reader.readexactly(8) == b"STARTTLS"
+            writer.write(b"GO")  # the client starts its handshake only after this
+            await writer.start_tls(server_context(certs))
+            upgraded.append(writer.transport)
+            writer.write(await reader.readexactly(5) + b" back")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"STARTTLS")
+        assert await asyncio.wait_for(reader.readexactly(2), 10) == b"GO"
+        await asyncio.wait_for(
+            writer.start_tls(client_context(certs), server_hostname="localhost"), 10
+        )
+        upgraded.append(writer.transport)
+        writer.write(b"hello")
+        reply = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return reply, [type(t) is _tls._SSLProtocolTransport for t in upgraded]
+
+    reply, fast = run(loop, main())
+    assert reply == b"hello back"
+    assert fast == [True, True]

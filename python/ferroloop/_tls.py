@@ -14,15 +14,17 @@ decrypts, calls the application's ``data_received`` and writes what TLS has to s
 and the application's transport (``ferroloop._tls._SSLProtocolTransport``) encrypts and writes in Rust; the
 handshake, shutdown, timeouts, flow-control changes and errors run asyncio's methods.
 3.9/3.10 have an older ``sslproto`` (another state machine): their ``SSLProtocol`` is
-used as it is. ``start_tls`` is asyncio's and uses its plain ``SSLProtocol``.
+used as it is, and so is their ``start_tls``; on 3.11+ ``start_tls`` is asyncio's steps
+with ``TLS_PROTOCOL``.
 
 * ``_make_ssl_transport`` — what ``create_connection(ssl=...)``,
   ``create_unix_connection(ssl=...)`` and ``connect_accepted_socket(ssl=...)`` call
   (asyncio's code, taken by name in ``_net``).
 * ``_accept_tls_connection`` — one task per connection accepted by a TLS server, which
   awaits the handshake and reports failures only in debug mode, as asyncio does.
-* ``start_tls`` — ``BaseEventLoop.start_tls`` itself (taken by name): it checks the
-  transport's ``_start_tls_compatible``, pauses reading, swaps in an ``SSLProtocol``.
+* ``start_tls`` — asyncio's steps (check the transport's ``_start_tls_compatible``,
+  pause reading, swap in the TLS protocol, await the handshake): ``BaseEventLoop.start_tls``
+  itself before 3.11, the same steps with ``TLS_PROTOCOL`` from 3.11 on.
 
 Invariants: the raw transport's protocol is the ``SSLProtocol``; the application only
 ever sees ``SSLProtocol``'s app transport.
@@ -34,8 +36,6 @@ import sys
 from asyncio import base_events, constants, sslproto
 
 from . import _ferroloop
-
-TLS_FROM_ASYNCIO = ("start_tls",)
 
 if sys.version_info >= (3, 11):
 
@@ -146,6 +146,58 @@ class TLSMethods:
                 self.call_exception_handler(context)
 
 
-for _name in TLS_FROM_ASYNCIO:
-    setattr(TLSMethods, _name, getattr(base_events.BaseEventLoop, _name))
-del _name
+    if TLS_PROTOCOL is not None:
+
+        async def start_tls(
+            self,
+            transport,
+            protocol,
+            sslcontext,
+            *,
+            server_side=False,
+            server_hostname=None,
+            ssl_handshake_timeout=None,
+            ssl_shutdown_timeout=None,
+        ):
+            """Upgrade ``transport`` to TLS; return the transport ``protocol`` uses from
+            now on. asyncio's steps, checks and messages, with ``TLS_PROTOCOL`` (asyncio's
+            own ``start_tls`` builds a plain ``SSLProtocol``)."""
+            ssl = sslproto.ssl
+            if ssl is None:
+                raise RuntimeError("Python ssl module is not available")
+            if not isinstance(sslcontext, ssl.SSLContext):
+                raise TypeError(
+                    "sslcontext is expected to be an instance of ssl.SSLContext, "
+                    f"got {sslcontext!r}"
+                )
+            if not getattr(transport, "_start_tls_compatible", False):
+                raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+            waiter = self.create_future()
+            tls_protocol = TLS_PROTOCOL(
+                self,
+                protocol,
+                sslcontext,
+                waiter,
+                server_side,
+                server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout,
+                call_connection_made=False,
+            )
+            # Nothing may reach the TLS protocol before its connection_made: reading
+            # stays paused until both scheduled steps ran, in this order.
+            transport.pause_reading()
+            transport.set_protocol(tls_protocol)
+            made = self.call_soon(tls_protocol.connection_made, transport)
+            resumed = self.call_soon(transport.resume_reading)
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                made.cancel()
+                resumed.cancel()
+                raise
+            return tls_protocol._app_transport
+
+    else:
+        start_tls = base_events.BaseEventLoop.start_tls
