@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 
 import pytest
 
@@ -27,6 +28,7 @@ from looptest_net import (  # noqa: F401 (kind is a fixture)
     Recorder,
     connected_pair,
     echo_handler,
+    fill_kernel_buffers,
     kind,
     read_until_eof,
     recorded_pair,
@@ -106,6 +108,44 @@ def test_empty_write_and_bytes_like_types(loop, kind):
             return await read_until_eof(loop, b)
 
     assert run(loop, main()) == b"abcdef"
+
+
+def test_buffered_writes_arrive_in_order_and_are_let_go(loop, kind):
+    # With the kernel's buffers full, large writes wait in the transport's buffer
+    # (ferroloop holds an exact `bytes` by reference instead of copying it; anything else
+    # is copied): a bytes subclass, a bytearray changed after write() returned, slices,
+    # writelines; all arrive in order, and once flushed the transport holds no reference
+    # to what was written.
+    class Subclass(bytes):
+        pass
+
+    async def main():
+        async with recorded_pair(loop, kind) as (_, b, tr, pr):
+            filled = fill_kernel_buffers(tr)
+            big = os.urandom(300_000)
+            sub = Subclass(os.urandom(50_000))
+            mutable = bytearray(os.urandom(40_000))
+            expected_mutable = bytes(mutable)
+            before = sys.getrefcount(big), sys.getrefcount(sub)
+            tr.write(big)
+            tr.write(b"small")
+            tr.write(sub)
+            tr.write(mutable)
+            mutable[:] = b"\0" * len(mutable)  # too late: write() took the bytes
+            tr.writelines([big[:10_000], memoryview(big)[10_000:20_000], b"end"])
+            waiting = tr.get_write_buffer_size()
+            tr.close()
+            received = await read_until_eof(loop, b)
+            await pr.lost
+            after = sys.getrefcount(big), sys.getrefcount(sub)
+            return filled, waiting, received, before, after, big, sub, expected_mutable
+
+    filled, waiting, received, before, after, big, sub, mutable = run(loop, main())
+    expected = big + b"small" + sub + mutable + big[:20_000] + b"end"
+    assert received[filled:] == expected
+    assert set(received[:filled]) == {ord("f")}
+    assert waiting >= len(expected)  # all of it waited behind the filled buffers
+    assert after == before
 
 
 # ---------------------------------------------------------- write_eof / EOF

@@ -15,7 +15,7 @@
 
 mod write_buffer;
 
-pub use write_buffer::WriteBuffer;
+pub use write_buffer::{SharedBytes, WriteBuffer};
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;

@@ -1,6 +1,7 @@
 //! Moving bytes between Python and a transport's fd, for every kind: the argument check of
 //! `write`/`sendto`, one read (into the loop thread's buffer, or straight into a new
-//! `bytes` when reads are large), and "send now what the kernel takes, buffer the rest".
+//! `bytes` when reads are large), and "send now what the kernel takes, buffer the rest"
+//! (the rest of an exact `bytes` is held by reference, not copied: [`HeldBytes`]).
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
@@ -8,7 +9,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ferroloop_core::net::{self, WriteBuffer};
+use ferroloop_core::net::{self, SharedBytes, WriteBuffer};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
@@ -47,16 +48,51 @@ pub fn as_bytes<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> 
 
 /// Calls `write` with the bytes of every item of `list_of_data` (a `writelines`
 /// argument), each checked as `write()` checks its argument.
-pub fn with_chunks<R>(
-    list_of_data: &Bound<'_, PyAny>,
-    write: impl FnOnce(&[&[u8]]) -> PyResult<R>,
+pub fn with_chunks<'py, R>(
+    list_of_data: &Bound<'py, PyAny>,
+    write: impl FnOnce(&[Bound<'py, PyBytes>]) -> PyResult<R>,
 ) -> PyResult<R> {
     let chunks = list_of_data
         .try_iter()?
         .map(|item| as_bytes(&item?))
         .collect::<PyResult<Vec<_>>>()?;
-    let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
-    write(&slices)
+    write(&chunks)
+}
+
+/// An exact `bytes` object a write buffer holds instead of a copy of its unsent part.
+/// Its data never moves or changes while the object lives (`bytes` is immutable), and
+/// dropping it runs no Python code (an exact `bytes` has no finalizer), so the buffer may
+/// let go of it under the transport's lock.
+struct HeldBytes {
+    _object: Py<PyBytes>,
+    data: *const u8,
+    len: usize,
+}
+
+// SAFETY: `data`/`len` describe the immutable contents of `_object`, which this value
+// keeps alive; reading them needs no lock, and `Py` may be sent between threads.
+unsafe impl Send for HeldBytes {}
+
+impl SharedBytes for HeldBytes {
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl: valid, immutable memory for as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+/// Buffers `chunk` from `start` on: held if it is an exact `bytes`, else copied.
+fn buffer_rest(buffer: &mut WriteBuffer, chunk: &Bound<'_, PyBytes>, start: usize) {
+    let bytes = chunk.as_bytes();
+    if chunk.is_exact_instance_of::<PyBytes>() && start < bytes.len() {
+        let held = HeldBytes {
+            _object: chunk.clone().unbind(),
+            data: bytes.as_ptr(),
+            len: bytes.len(),
+        };
+        buffer.push_shared(Box::new(held), start);
+    } else {
+        buffer.push(&bytes[start.min(bytes.len())..]);
+    }
 }
 
 /// One `read` (a syscall such as `net::recv` or `net::read`) from `fd` into the loop
@@ -123,7 +159,7 @@ fn read_at_most<'py>(
 pub fn send_now_or_buffer(
     fd: RawFd,
     buffer: &mut WriteBuffer,
-    chunks: &[&[u8]],
+    chunks: &[Bound<'_, PyBytes>],
     send: fn(RawFd, &[IoSlice<'_>]) -> io::Result<usize>,
 ) -> io::Result<bool> {
     let was_empty = buffer.is_empty();
@@ -132,10 +168,10 @@ pub fn send_now_or_buffer(
         let one;
         let many: Vec<IoSlice<'_>>;
         let slices: &[IoSlice<'_>] = if let [chunk] = chunks {
-            one = [IoSlice::new(chunk)];
+            one = [IoSlice::new(chunk.as_bytes())];
             &one
         } else {
-            many = chunks.iter().map(|c| IoSlice::new(c)).collect();
+            many = chunks.iter().map(|c| IoSlice::new(c.as_bytes())).collect();
             &many
         };
         match send(fd, slices) {
@@ -145,9 +181,9 @@ pub fn send_now_or_buffer(
         }
     }
     for chunk in chunks {
-        let skip = sent.min(chunk.len());
+        let skip = sent.min(chunk.as_bytes().len());
         sent -= skip;
-        buffer.push(&chunk[skip..]);
+        buffer_rest(buffer, chunk, skip);
     }
     Ok(was_empty && !buffer.is_empty())
 }

@@ -22,7 +22,7 @@ use ferroloop_core::Side;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyBrokenPipeError, PyOSError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::buffers::{self, as_bytes};
 use super::core::{self, Common, Pending, State};
@@ -186,8 +186,7 @@ native_transport! { WritePipeTransport, PipeBuffer, WritePipe, {
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = as_bytes(data)?;
-        Self::write_chunks(slf, &[bytes.as_bytes()])
+        Self::write_chunks(slf, &[as_bytes(data)?])
     }
 
     /// Writes every chunk of `list_of_data` in order (one `writev` when nothing is
@@ -222,12 +221,12 @@ impl WritePipeTransport {
         }
     }
 
-    fn write_chunks(slf: &Bound<'_, Self>, chunks: &[&[u8]]) -> PyResult<()> {
+    fn write_chunks(slf: &Bound<'_, Self>, chunks: &[Bound<'_, PyBytes>]) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let outcome = {
             let mut state = this.state.lock();
-            if chunks.iter().all(|c| c.is_empty()) {
+            if chunks.iter().all(|c| c.as_bytes().is_empty()) {
                 return Ok(());
             }
             if state.lost || state.closing {

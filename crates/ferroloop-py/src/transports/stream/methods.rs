@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use pyo3::PyTraverseError;
 
 use super::{Reader, StreamKind, StreamTransport};
@@ -72,8 +72,7 @@ native_transport! { StreamTransport, StreamKind, Stream, {
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = as_bytes(data)?;
-        Self::send_or_buffer(slf, &[bytes.as_bytes()])
+        Self::send_or_buffer(slf, &[as_bytes(data)?])
     }
 
     /// Writes every chunk of `list_of_data` in order, gathered into one vectored send when
@@ -134,7 +133,7 @@ native_transport! { StreamTransport, StreamKind, Stream, {
 impl StreamTransport {
     /// `write`/`writelines`: sends at once what the kernel takes when nothing is buffered
     /// (one vectored send), buffers the rest, then checks the high-water mark.
-    fn send_or_buffer(slf: &Bound<'_, Self>, chunks: &[&[u8]]) -> PyResult<()> {
+    fn send_or_buffer(slf: &Bound<'_, Self>, chunks: &[Bound<'_, PyBytes>]) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let outcome = {
@@ -149,7 +148,7 @@ impl StreamTransport {
                     "unable to write; sendfile is in progress",
                 ));
             }
-            let total: usize = chunks.iter().map(|c| c.len()).sum();
+            let total: usize = chunks.iter().map(|c| c.as_bytes().len()).sum();
             if total == 0 {
                 return Ok(());
             }
