@@ -338,12 +338,18 @@ def test_errors_in_the_pump(compare, certs, failure):
 # ---------------------------------------------------------------- ferroloop's classes
 
 
-@pytest.mark.skipif(
-    sys.version_info < (3, 11),
-    reason="ferroloop's Rust TLS pump exists on Python 3.11+ only (3.9/3.10 use "
-    "asyncio's SSLProtocol unchanged)",
-)
-@pytest.mark.parametrize("loop_impl", ["ferroloop"])
+def ferroloop_pump_only(test):
+    """Runs ``test`` on ferroloop only, on the Pythons where it has the Rust pump."""
+    only_ferroloop = pytest.mark.parametrize("loop_impl", ["ferroloop"])
+    pump_exists = pytest.mark.skipif(
+        sys.version_info < (3, 11),
+        reason="ferroloop's Rust TLS pump exists on Python 3.11+ only (3.9/3.10 use "
+        "asyncio's start_tls and SSLProtocol unchanged)",
+    )
+    return pump_exists(only_ferroloop(test))
+
+
+@ferroloop_pump_only
 def test_fast_path_in_place(loop, certs):
     from asyncio import sslproto
 
@@ -375,12 +381,7 @@ def test_fast_path_in_place(loop, certs):
     assert lost == (None, None)
 
 
-@pytest.mark.skipif(
-    sys.version_info < (3, 11),
-    reason="ferroloop's Rust TLS pump exists on Python 3.11+ only (3.9/3.10 use "
-    "asyncio's start_tls and SSLProtocol unchanged)",
-)
-@pytest.mark.parametrize("loop_impl", ["ferroloop"])
+@ferroloop_pump_only
 def test_start_tls_upgrades_onto_the_fast_path(loop, certs):
     # A plain connection upgraded by StreamWriter.start_tls on both ends (what asyncpg
     # does after its SSLRequest): both TLS transports are ferroloop's, and the upgraded
