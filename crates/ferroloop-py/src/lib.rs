@@ -53,11 +53,11 @@ mod _ferroloop {
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
-        use pyo3::types::PyModuleMethods;
+        use pyo3::types::PyAnyMethods;
         crate::handles::install_caches(m.py());
         // `ferroloop._tls._SSLProtocolTransport.write`: a method, not a bare built-in.
         let write = pyo3::wrap_pyfunction!(crate::transports::tls_app_write, m)?;
-        m.add("_tls_app_write", crate::ffi::instance_method(write.as_any())?)?;
+        m.setattr("_tls_app_write", crate::ffi::instance_method(write.as_any())?)?;
         Ok(())
     }
 }

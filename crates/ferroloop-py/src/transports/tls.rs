@@ -3,8 +3,8 @@
 //!
 //! TLS on ferroloop is asyncio's own `sslproto.SSLProtocol` (so every `SSLContext`
 //! setting, the handshake, shutdown, timeouts, error types and messages are asyncio's)
-//! in a subclass, `ferroloop._tls.TLS_PROTOCOL` (Python 3.11+, whose `sslproto` this
-//! module follows). In the `WRAPPED` state — the whole life of a connection between
+//! in a subclass, `ferroloop._tls.SSLProtocol` (`TLS_PROTOCOL`; Python 3.11+, whose
+//! `sslproto` this module follows). In the `WRAPPED` state — the whole life of a connection between
 //! handshake and shutdown — two paths skip its Python methods:
 //!
 //! * records read by a `StreamTransport` whose protocol is that subclass go to
@@ -13,7 +13,7 @@
 //!   the TLS object has to send is written to the raw transport (`_do_read`,
 //!   `_do_read__copied`, `_process_outgoing` and the flow-control checks, step by step);
 //! * `write()` on the application's transport (`ferroloop._tls._SSLProtocolTransport`) is
-//!   [`app_write`]: encrypt, write the records (`_write_appdata` + `_do_write`).
+//!   [`tls_app_write`]: encrypt, write the records (`_write_appdata` + `_do_write`).
 //!
 //! Every other state, every less common branch (a write backlog, a `BufferedProtocol`
 //! application, a water mark crossed, close_notify, an error) calls the `SSLProtocol`
