@@ -43,8 +43,8 @@ import array
 import asyncio
 import logging
 import socket
+import sys
 from asyncio import constants
-
 
 from looptest_net import run, spin, until
 from looptest_support import outcome
@@ -86,8 +86,12 @@ def test_write_argument_checks(compare, certs):
                     memoryview(backing),
                     memoryview(b"--<slice>--")[2:-2],
                     BytesSubclass(b"<bytes subclass>"),
-                    memoryview(array.array("I", [1, 2, 3])),  # len() 3, 12 bytes
                 ]
+                if sys.version_info >= (3, 11):
+                    # len() 3, 12 bytes. asyncio 3.9/3.10's SSL pipe counts bytes written
+                    # against len() and loops forever on it (both loops use that
+                    # SSLProtocol there).
+                    writes.append(memoryview(array.array("I", [1, 2, 3])))
                 expected = b"".join(bytes(data) for data in writes)
                 for data in writes:
                     tr.write(data)
