@@ -133,15 +133,12 @@ def gated_client_context(certs, gate):
     return ctx
 
 
-# --------------------------------------------------------------------------- write()
-
-
 class BytesSubclass(bytes):
-    pass
-
+    """A ``write()`` payload that is bytes-like without being exactly ``bytes``."""
 
 
 def small_buffer_listener():
+    """A listening TCP socket whose accepted sockets have a 16 KiB receive buffer."""
     lsn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * KB)  # inherited by accept
     lsn.bind(("127.0.0.1", 0))
