@@ -2,7 +2,7 @@
 //!
 //! Chunks are kept in order; the first one may be partly sent (`offset`). Small writes are
 //! appended to the last owned chunk (one copy, fewer iovecs); large ones the caller can
-//! hand over as [`SharedBytes`] (kept by reference, no copy); a flush hands up to
+//! have held as [`SharedBytes`] (kept by reference, no copy); a flush hands up to
 //! `MAX_IOVECS` chunks to one vectored send. `len()` is what asyncio's
 //! `get_write_buffer_size()` reports.
 //!
@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
-/// Chunks at most this large are merged into the previous chunk on `push`, and shared
-/// bytes with less than this left are copied instead of held.
+/// Chunks at most this large are merged into the previous chunk on `push`, and are
+/// copied by `push_held` instead of held.
 const MERGE_BELOW: usize = 4096;
 /// Iovecs handed to one `sendmsg`.
 const MAX_IOVECS: usize = 64;
@@ -30,18 +30,14 @@ pub trait SharedBytes: Send {
 
 enum Chunk {
     Owned(Vec<u8>),
-    /// `data` from `start` on.
-    Shared {
-        data: Box<dyn SharedBytes>,
-        start: usize,
-    },
+    Shared(Box<dyn SharedBytes>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(bytes) => bytes,
-            Chunk::Shared { data, start } => &data.as_slice()[*start..],
+            Chunk::Shared(data) => data.as_slice(),
         }
     }
 }
@@ -50,7 +46,7 @@ impl std::fmt::Debug for Chunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
             Chunk::Owned(_) => "Owned",
-            Chunk::Shared { .. } => "Shared",
+            Chunk::Shared(_) => "Shared",
         };
         write!(f, "{kind}({} bytes)", self.bytes().len())
     }
@@ -97,19 +93,18 @@ impl WriteBuffer {
         self.chunks.push_back(Chunk::Owned(data.to_vec()));
     }
 
-    /// Appends `data` from `start` on, held without a copy (copied if only a little is
-    /// left: not worth an iovec of its own).
-    pub fn push_shared(&mut self, data: Box<dyn SharedBytes>, start: usize) {
-        let all = data.as_slice();
-        if start >= all.len() {
+    /// Appends `data`: held without a copy by what `hold` returns (whose `as_slice()` is
+    /// `data`), or copied if it is small (not worth an iovec of its own; `hold` is then
+    /// not called).
+    pub fn push_held(&mut self, data: &[u8], hold: impl FnOnce() -> Box<dyn SharedBytes>) {
+        if data.len() < MERGE_BELOW {
+            self.push(data);
             return;
         }
-        if all.len() - start < MERGE_BELOW {
-            self.push(&all[start..]);
-            return;
-        }
-        self.len += all.len() - start;
-        self.chunks.push_back(Chunk::Shared { data, start });
+        let held = hold();
+        debug_assert_eq!(held.as_slice(), data);
+        self.len += data.len();
+        self.chunks.push_back(Chunk::Shared(held));
     }
 
     /// Sends as much as the kernel takes with `send` (a vectored write, e.g.
@@ -179,8 +174,29 @@ impl WriteBuffer {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    /// Flushes `buf` to a kernel that takes at most `per_call` bytes per send, until it
+    /// is empty; returns what was sent.
+    fn drain_taking(buf: &mut WriteBuffer, per_call: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            buf.flush_with(|slices| {
+                let mut n = 0;
+                for s in slices {
+                    let take = (per_call - n).min(s.len());
+                    out.extend_from_slice(&s[..take]);
+                    n += take;
+                }
+                Ok(n)
+            })
+            .unwrap();
+        }
+        out
+    }
 
     #[test]
     fn partial_sends_keep_order_and_size() {
@@ -189,23 +205,7 @@ mod tests {
         buf.push(&[b'x'; 10_000]);
         buf.push(b" world");
         assert_eq!(buf.len(), 10_012);
-        let mut out = Vec::new();
-        // A kernel that takes 7 bytes at a time.
-        while !buf.is_empty() {
-            buf.flush_with(|slices| {
-                let mut n = 0;
-                for s in slices {
-                    let take = (7 - n).min(s.len());
-                    out.extend_from_slice(&s[..take]);
-                    n += take;
-                    if n == 7 {
-                        break;
-                    }
-                }
-                Ok(n)
-            })
-            .unwrap();
-        }
+        let out = drain_taking(&mut buf, 7);
         let mut expected = b"hello ".to_vec();
         expected.extend_from_slice(&[b'x'; 10_000]);
         expected.extend_from_slice(b" world");
@@ -213,8 +213,9 @@ mod tests {
         assert_eq!(buf.len(), 0);
     }
 
-    /// Shared bytes that count their drops (to check that sent chunks are let go).
-    struct Counted(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    /// Held bytes that count how many holders were dropped (to check that sent chunks
+    /// are let go).
+    struct Counted(Vec<u8>, Arc<AtomicUsize>);
 
     impl SharedBytes for Counted {
         fn as_slice(&self) -> &[u8] {
@@ -224,53 +225,46 @@ mod tests {
 
     impl Drop for Counted {
         fn drop(&mut self) {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.1.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     #[test]
-    fn shared_chunks_keep_order_size_and_are_dropped_once_sent() {
-        let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    fn held_chunks_keep_order_and_size_and_are_dropped_once_sent() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let made = AtomicUsize::new(0);
+        let holder = |data: &[u8]| {
+            made.fetch_add(1, Ordering::SeqCst);
+            Box::new(Counted(data.to_vec(), drops.clone())) as Box<dyn SharedBytes>
+        };
         let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         let mut buf = WriteBuffer::new();
         buf.push(b"head ");
-        // Held from byte 100 on (as after a partial send of 100 bytes).
-        buf.push_shared(Box::new(Counted(big.clone(), drops.clone())), 100);
-        // Little left: copied, and the holder dropped at once.
-        buf.push_shared(Box::new(Counted(b"tail bytes".to_vec(), drops.clone())), 5);
-        // Nothing left: nothing buffered.
-        buf.push_shared(Box::new(Counted(b"sent".to_vec(), drops.clone())), 4);
-        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Held (as the rest after a partial send of 100 bytes).
+        buf.push_held(&big[100..], || holder(&big[100..]));
+        // Small: copied, no holder made.
+        buf.push_held(b"bytes", || holder(b"bytes"));
+        // Nothing: nothing buffered.
+        buf.push_held(b"", || holder(b""));
+        assert_eq!((made.load(Ordering::SeqCst), drops.load(Ordering::SeqCst)), (1, 0));
         assert_eq!(buf.len(), 5 + 19_900 + 5);
-        let mut out = Vec::new();
-        while !buf.is_empty() {
-            // A kernel that takes 3,000 bytes at a time.
-            buf.flush_with(|slices| {
-                let mut n = 0;
-                for s in slices {
-                    let take = (3000 - n).min(s.len());
-                    out.extend_from_slice(&s[..take]);
-                    n += take;
-                }
-                Ok(n)
-            })
-            .unwrap();
-        }
+        let out = drain_taking(&mut buf, 3000);
         let mut expected = b"head ".to_vec();
         expected.extend_from_slice(&big[100..]);
         expected.extend_from_slice(b"bytes");
         assert_eq!(out, expected);
-        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
     #[test]
-    fn clear_drops_shared_chunks() {
-        let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    fn clear_drops_held_chunks() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let data = vec![7; 10_000];
         let mut buf = WriteBuffer::new();
-        buf.push_shared(Box::new(Counted(vec![7; 10_000], drops.clone())), 0);
-        assert_eq!((buf.len(), drops.load(std::sync::atomic::Ordering::SeqCst)), (10_000, 0));
+        buf.push_held(&data, || Box::new(Counted(data.clone(), drops.clone())));
+        assert_eq!((buf.len(), drops.load(Ordering::SeqCst)), (10_000, 0));
         buf.clear();
-        assert_eq!((buf.len(), drops.load(std::sync::atomic::Ordering::SeqCst)), (0, 1));
+        assert_eq!((buf.len(), drops.load(Ordering::SeqCst)), (0, 1));
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub fn with_chunks<'py, R>(
     write(&chunks)
 }
 
-/// An exact `bytes` object a write buffer holds instead of a copy of its unsent part.
+/// An exact `bytes` object a write buffer holds instead of a copy of its unsent part
+/// (`data`/`len`: that part).
 /// Its data never moves or changes while the object lives (`bytes` is immutable), and
 /// dropping it runs no Python code (an exact `bytes` has no finalizer), so the buffer may
 /// let go of it under the transport's lock.
@@ -69,7 +70,7 @@ struct HeldBytes {
     len: usize,
 }
 
-// SAFETY: `data`/`len` describe the immutable contents of `_object`, which this value
+// SAFETY: `data`/`len` describe part of the immutable contents of `_object`, which this value
 // keeps alive; reading them needs no lock, and `Py` may be sent between threads.
 unsafe impl Send for HeldBytes {}
 
@@ -80,19 +81,21 @@ impl SharedBytes for HeldBytes {
     }
 }
 
-/// Buffers `chunk` from `start` on: held if it is an exact `bytes`, else copied.
+/// Buffers `chunk` from `start` on: a large enough rest of an exact `bytes` held, the
+/// rest copied.
 fn buffer_rest(buffer: &mut WriteBuffer, chunk: &Bound<'_, PyBytes>, start: usize) {
-    let bytes = chunk.as_bytes();
-    if chunk.is_exact_instance_of::<PyBytes>() && start < bytes.len() {
-        let held = HeldBytes {
-            _object: chunk.clone().unbind(),
-            data: bytes.as_ptr(),
-            len: bytes.len(),
-        };
-        buffer.push_shared(Box::new(held), start);
-    } else {
-        buffer.push(&bytes[start.min(bytes.len())..]);
+    let rest = &chunk.as_bytes()[start..];
+    if !chunk.is_exact_instance_of::<PyBytes>() {
+        buffer.push(rest);
+        return;
     }
+    buffer.push_held(rest, || {
+        Box::new(HeldBytes {
+            _object: chunk.clone().unbind(),
+            data: rest.as_ptr(),
+            len: rest.len(),
+        })
+    });
 }
 
 /// One `read` (a syscall such as `net::recv` or `net::read`) from `fd` into the loop
