@@ -228,30 +228,52 @@ fn process_outgoing(p: &Proto<'_>) -> PyResult<()> {
     }
     // `_control_app_writing`, called only when a water mark is crossed.
     let buffered = pending(&outgoing)? + p.size(intern!(py, "_write_buffer_size"))?;
-    let crossed = if p.flag(intern!(py, "_app_writing_paused"))? {
-        buffered <= p.size(intern!(py, "_outgoing_low_water"))?
-    } else {
-        buffered >= p.size(intern!(py, "_outgoing_high_water"))?
+    let marks = WaterMarks {
+        paused: intern!(py, "_app_writing_paused"),
+        low: intern!(py, "_outgoing_low_water"),
+        high: intern!(py, "_outgoing_high_water"),
+        control: intern!(py, "_control_app_writing"),
     };
-    if crossed {
-        p.call(intern!(py, "_control_app_writing"))?;
-    }
-    Ok(())
+    marks.control_if_crossed(p, buffered)
 }
 
 /// `_control_ssl_reading`, called only when a water mark is crossed.
 fn control_ssl_reading(p: &Proto<'_>) -> PyResult<()> {
     let py = p.obj.py();
     let buffered = pending(&p.get(intern!(py, "_incoming"))?)?;
-    let crossed = if p.flag(intern!(py, "_ssl_reading_paused"))? {
-        buffered <= p.size(intern!(py, "_incoming_low_water"))?
-    } else {
-        buffered >= p.size(intern!(py, "_incoming_high_water"))?
+    let marks = WaterMarks {
+        paused: intern!(py, "_ssl_reading_paused"),
+        low: intern!(py, "_incoming_low_water"),
+        high: intern!(py, "_incoming_high_water"),
+        control: intern!(py, "_control_ssl_reading"),
     };
-    if crossed {
-        p.call(intern!(py, "_control_ssl_reading"))?;
+    marks.control_if_crossed(p, buffered)
+}
+
+/// One of `SSLProtocol`'s two flow controls (app writes, socket reads), named by its
+/// attributes: the pause flag, the water marks, and the method that pauses or resumes.
+struct WaterMarks<'a, 'py> {
+    paused: &'a Bound<'py, PyString>,
+    low: &'a Bound<'py, PyString>,
+    high: &'a Bound<'py, PyString>,
+    control: &'a Bound<'py, PyString>,
+}
+
+impl<'py> WaterMarks<'_, 'py> {
+    /// Calls asyncio's `control` method only when `buffered` crossed the mark that
+    /// changes the pause state (the high one while not paused, the low one while paused):
+    /// otherwise it would do nothing.
+    fn control_if_crossed(&self, p: &Proto<'py>, buffered: usize) -> PyResult<()> {
+        let crossed = if p.flag(self.paused)? {
+            buffered <= p.size(self.low)?
+        } else {
+            buffered >= p.size(self.high)?
+        };
+        if crossed {
+            p.call(self.control)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `ferroloop._tls._SSLProtocolTransport.write(data)`: asyncio's check, then
@@ -273,15 +295,14 @@ pub fn tls_app_write(transport: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> P
     }
     let protocol = transport.getattr(intern!(py, "_ssl_protocol"))?;
     let names = names(py)?;
-    let p = if protocol.is_none() { None } else { Some(Proto::of(&protocol)?) };
-    let fast = match &p {
-        Some(p) => {
-            p.get(intern!(py, "_state"))?.is(names.wrapped.bind(py))
-                && !p.flag(intern!(py, "_write_backlog"))?
-        }
-        None => false,
+    let fast = if protocol.is_none() {
+        None
+    } else {
+        let p = Proto::of(&protocol)?;
+        let wrapped = p.get(intern!(py, "_state"))?.is(names.wrapped.bind(py));
+        (wrapped && !p.flag(intern!(py, "_write_backlog"))?).then_some(p)
     };
-    let Some(p) = p.filter(|_| fast) else {
+    let Some(p) = fast else {
         // Not connected (asyncio counts and warns), still handshaking (it keeps the data
         // for later) or writes already waiting (they go first): asyncio's method.
         let writes = PyTuple::new(py, [data])?;
