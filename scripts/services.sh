@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Server binaries that tests/test_libs_db.py runs for real: PostgreSQL (initdb, pg_ctl,
-# postgres) and redis-server, from Debian's packages. Called by scripts/test.sh before
+# postgres) and redis-server, and the openssl command the TLS tests make their
+# certificates with (tests/looptest_tls.py), from Debian's packages. Called by scripts/test.sh before
 # pytest. Idempotent: installs only what is missing, and only where apt-get exists and we
 # are root; otherwise it says what is missing (the tests then skip, or fail when
 # FERROLOOP_REQUIRE_SERVICES=1). The servers are not started here: the tests start their
@@ -16,15 +17,16 @@ pg_bindir() {
 missing=()
 pg_bindir >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "== services: postgresql ($(pg_bindir)) and redis-server ($(command -v redis-server)) present"
+    echo "== services: postgresql ($(pg_bindir)), redis-server ($(command -v redis-server)) and openssl present"
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
     echo "== services: missing ${missing[*]}; no apt-get or not root, not installed" \
-        "(tests/test_libs_db.py will skip them, or fail with FERROLOOP_REQUIRE_SERVICES=1)" >&2
+        "(the tests that need them will skip, or fail with FERROLOOP_REQUIRE_SERVICES=1)" >&2
     exit 0
 fi
 
@@ -58,4 +60,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 pg_bindir >/dev/null || { echo "error: postgresql installed but no initdb found" >&2; exit 1; }
 command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server not found after install" >&2; exit 1; }
-echo "== services: postgresql ($(pg_bindir)) and redis-server ($(command -v redis-server)) installed"
+command -v openssl >/dev/null 2>&1 || { echo "error: openssl not found after install" >&2; exit 1; }
+echo "== services: postgresql ($(pg_bindir)), redis-server ($(command -v redis-server)) and openssl installed"

@@ -35,6 +35,7 @@ import types
 import pytest
 
 from looptest_net import Recorder, unix_path
+from looptest_services import service_unavailable
 
 OPENSSL = shutil.which("openssl") or (
     "/usr/bin/openssl" if os.path.exists("/usr/bin/openssl") else None
@@ -270,7 +271,7 @@ if sys.version_info < (3, 11):
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory):
     if OPENSSL is None:
-        pytest.skip("the openssl command line is needed to make the test certificates")
+        service_unavailable("the openssl command line is needed to make the test certificates")
     return make_certs(tmp_path_factory.mktemp("tls-certs"))
 
 
